@@ -1,0 +1,52 @@
+# Two commands do all the set-up on a fresh machine:
+#   make study   - install into .venv, generate the synthetic data, run every notebook, build the book
+#   make test    - install into .venv (with test tools and Debian's chromium), run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+# Caches that would otherwise land in $HOME go to a project-local folder.
+CACHE := $(CURDIR)/.cache
+export JUPYTER_CONFIG_DIR := $(CACHE)/jupyter/config
+export JUPYTER_DATA_DIR := $(CACHE)/jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CACHE)/jupyter/runtime
+export JUPYTER_PLATFORM_DIRS := 1
+export IPYTHONDIR := $(CACHE)/ipython
+export MPLCONFIGDIR := $(CACHE)/matplotlib
+export HF_HOME := $(CACHE)/huggingface
+export TORCH_HOME := $(CACHE)/torch
+export XDG_CACHE_HOME := $(CACHE)
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: study test install install-test synth book clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch/torchvision first, pinned to what these machines carry (see ../shared/REFERENCE.md §4).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install --quiet -e ".[all]"
+	touch $@
+
+install: $(VENV)/.installed
+
+study: install
+	$(BIN)/fer study run --profile $(PROFILE)
+	$(BIN)/fer book build
+	@echo "Open _build/html/index.html"
+
+synth: install
+	$(BIN)/fer data synth
+
+book: install
+	$(BIN)/fer book build
+
+test: install
+	bash .ci/install-browser.sh
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf _build book/experiments data/runs data/cache .cache

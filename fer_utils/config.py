@@ -1,0 +1,141 @@
+"""Strict, flat configs built from notebook parameters (nanoGPT style).
+
+Each parameterised notebook has a config dataclass here, registered under the notebook's stem.
+``from_params`` rejects an unknown key or a value of the wrong type with a :class:`ConfigError`
+naming the key, so a typo in a papermill parameter is an error rather than a silent new variable.
+The study runner checks manifest parameters against the same dataclass before executing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
+
+
+def register(stem: str):
+    """Class decorator: the config of notebook ``notebooks/<stem>.ipynb``."""
+    def wrap(cls):
+        cls.notebook = stem
+        NOTEBOOK_CONFIGS[stem] = cls
+        return cls
+    return wrap
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` (ints widened to float where a float is expected) or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(annotation):
+            try:
+                return _check_type(key, value, arm)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"parameter {key!r}: {value!r} matches none of {annotation}")
+    if annotation is type(None):
+        if value is None:
+            return None
+    elif origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1] or (Any,)
+        if isinstance(value, (list, tuple)):
+            return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    elif annotation is Any:
+        return value
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a programming error in a config class
+        raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+    expected = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"parameter {key!r} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookConfig:
+    """Base of notebook configs; fields are flat literals with defaults."""
+
+    notebook: ClassVar[str] = ""
+    choices: ClassVar[dict[str, tuple]] = {}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, partial: bool = False, where: str = ""):
+        """Validate ``params``; unknown keys, wrong types and invalid choices raise ConfigError.
+
+        With ``partial=True`` only the given keys are checked (manifest overrides) and the
+        validated dict is returned instead of a config object.
+        """
+        where = where or f"notebook {cls.notebook!r}"
+        hints = typing.get_type_hints(cls)
+        names = cls.field_names()
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(names)}")
+        checked = {}
+        for key, value in params.items():
+            try:
+                checked[key] = _check_type(key, value, hints[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            allowed = cls.choices.get(key)
+            if allowed is not None and checked[key] not in allowed:
+                raise ConfigError(f"{where}: parameter {key!r} must be one of "
+                                  f"{', '.join(map(str, allowed))}; got {value!r}")
+        if partial:
+            return checked
+        return cls(**checked)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]):
+        """Build from a notebook's globals: takes exactly the config's fields (all must exist)."""
+        missing = [n for n in cls.field_names() if n not in namespace]
+        if missing:
+            raise ConfigError(f"notebook {cls.notebook!r}: parameters cell lacks {', '.join(missing)}")
+        return cls.from_params({n: namespace[n] for n in cls.field_names()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_for(stem: str) -> type[NotebookConfig]:
+    try:
+        return NOTEBOOK_CONFIGS[stem]
+    except KeyError:
+        raise ConfigError(f"no config registered for notebook {stem!r}; "
+                          f"known: {', '.join(sorted(NOTEBOOK_CONFIGS))}") from None
+
+
+DATA_FORMATS = ("auto", "rafdb", "fer2013", "imagefolder")
+
+
+@register("01_data")
+@dataclasses.dataclass(frozen=True)
+class DataOverviewConfig(NotebookConfig):
+    data_path: str = "data/synthetic"
+    data_format: str = "auto"
+    variant: str = "aligned"
+    val_fraction: float = 0.2
+    subset: float = 1.0
+    seed: int = 42
+    samples_per_class: int = 6
+    run_dir: str = "data/runs/01_data/default"
+
+    choices: ClassVar[dict[str, tuple]] = {"data_format": DATA_FORMATS, "variant": ("aligned", "original")}

@@ -1,0 +1,73 @@
+"""Figures shared by notebooks, the book and the apps (matplotlib + seaborn).
+
+Class names are shown in English with the Korean name beside it; Korean glyphs come from
+``koreanize-matplotlib`` (NanumGothic) when it is installed.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .labels import EMOTIONS, KOREAN
+
+try:  # registers NanumGothic for Hangul; optional outside the book extra
+    import koreanize_matplotlib  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+matplotlib.rcParams["axes.unicode_minus"] = False
+
+
+def class_label(name: str, korean: bool = True) -> str:
+    return f"{name}\n{KOREAN[name]}" if korean else name
+
+
+def class_distribution(counts: pd.DataFrame, ax=None, title: str = "Images per class and split"):
+    """Grouped bar plot of a ``split_counts`` table (rows: classes, columns: splits)."""
+    splits = [c for c in counts.columns if c != "total"]
+    long = (counts[splits].rename_axis("class").reset_index()
+            .melt(id_vars="class", var_name="split", value_name="images"))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4))
+    sns.barplot(data=long, x="class", y="images", hue="split", ax=ax,
+                order=[c for c in EMOTIONS if c in counts.index])
+    ax.set_xticks(ax.get_xticks(), [class_label(c) for c in EMOTIONS if c in counts.index])
+    ax.set_xlabel("")
+    ax.set_title(title)
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=7)
+    return ax
+
+
+def sample_grid(index: pd.DataFrame, open_image, per_class: int = 6, seed: int = 0,
+                size: float = 1.3):
+    """A grid of sample images, one row per class (random, seeded)."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(EMOTIONS), per_class, figsize=(per_class * size, len(EMOTIONS) * size),
+                             squeeze=False)
+    for r, name in enumerate(EMOTIONS):
+        rows = index[index["label"] == r]
+        picks = rows.iloc[rng.permutation(len(rows))[:per_class]] if len(rows) else rows
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(picks):
+                ax.imshow(open_image(picks.iloc[c]))
+            if c == 0:
+                ax.set_ylabel(class_label(name), rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def size_histogram(sizes: pd.DataFrame, ax=None):
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    long = sizes.melt(id_vars=["split"], value_vars=["width", "height"], var_name="side", value_name="pixels")
+    sns.histplot(data=long, x="pixels", hue="side", multiple="dodge", ax=ax, discrete=long["pixels"].nunique() < 30)
+    ax.set_title("Image sizes")
+    return ax

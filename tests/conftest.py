@@ -1,0 +1,30 @@
+"""Shared test set-up: keep every HOME-based cache out of $HOME, and a session synthetic data set."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CACHE = Path(tempfile.mkdtemp(prefix="fer-test-cache-"))
+for var, sub in {
+    "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime", "IPYTHONDIR": "ipython", "MPLCONFIGDIR": "matplotlib",
+    "HF_HOME": "huggingface", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "xdg",
+}.items():
+    os.environ[var] = str(_CACHE / sub)
+os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def synthetic_rafdb(tmp_path_factory) -> Path:
+    """A tiny synthetic data set in RAF-DB layout, made once per test session by the real generator."""
+    from fer_utils.data import synthetic
+
+    return synthetic.generate(tmp_path_factory.mktemp("synth") / "rafdb", seed=7, scale=0.01)

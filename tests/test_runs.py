@@ -1,0 +1,51 @@
+import json
+
+import pandas as pd
+import pytest
+
+from fer_utils import repro, runs
+from fer_utils.errors import DataError
+
+
+def test_save_load_collect(tmp_path):
+    for name, acc in [("a", 0.5), ("b", 0.75)]:
+        runs.save_run(tmp_path / "nb" / name, params={"notebook": "nb", "model": name, "seed": 1},
+                      metrics={"accuracy": acc, "per_class": {"fear": {"f1": acc / 2}},
+                               "confusion_matrix": [[1, 0], [0, 1]]},
+                      provenance=repro.provenance(data_fingerprint="abc"),
+                      predictions=pd.DataFrame({"id": ["x"], "true": [0], "predicted": [0]}),
+                      history=pd.DataFrame({"epoch": [1], "train_loss": [1.0]}))
+    record = runs.load_run(tmp_path / "nb" / "b")
+    assert record["metrics"]["accuracy"] == 0.75
+    assert record["provenance"]["data_fingerprint"] == "abc"
+    assert list(record["predictions"].columns) == ["id", "true", "predicted"]
+    table = runs.collect_runs(tmp_path)
+    assert list(table["run"]) == ["a", "b"]
+    assert list(table["accuracy"]) == [0.5, 0.75]
+    assert list(table["per_class.fear.f1"]) == [0.25, 0.375]
+    assert "confusion_matrix" not in table.columns
+    assert list(table["param.model"]) == ["a", "b"]
+    assert runs.collect_runs(tmp_path, notebook="other").empty
+
+
+def test_non_finite_numbers_become_null(tmp_path):
+    runs.write_json(tmp_path / "m.json", {"x": float("nan")})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"x": None}
+
+
+def test_missing_or_bad_record_files_are_named(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(DataError, match="params.json: run record file missing"):
+        runs.load_run(tmp_path / "r")
+    runs.save_run(tmp_path / "r", {"notebook": "n"}, {}, {})
+    (tmp_path / "r" / "metrics.json").write_text("{not json")
+    with pytest.raises(DataError, match="metrics.json: cannot be read"):
+        runs.load_run(tmp_path / "r")
+
+
+def test_provenance_has_the_essentials():
+    p = repro.provenance(data_fingerprint="f", device="cpu")
+    assert p["packages"]["torch"] and p["packages"]["fer_utils"]
+    assert p["data_fingerprint"] == "f" and p["device"]["requested"] == "cpu"
+    assert p["git_sha"] is None or len(p["git_sha"].split("+")[0]) == 40
+    json.dumps(p)
