@@ -1,0 +1,94 @@
+"""Check a data set on disk and report every problem at once (the ``fer check`` command).
+
+The checker runs the same scanners as the loaders (one parser per format) but collects every
+problem instead of stopping at the first, then opens and fully decodes each image.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fer_utils.data.index import Entry, Problem, build_index, load_rgb, missing_images
+from fer_utils.data.loaders import detect_format, scan
+from fer_utils.data.splits import split_counts
+from fer_utils.errors import DataError
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found: one message per problem, and images per class x split."""
+
+    errors: list[str]
+    warnings: list[str]
+    counts: pd.DataFrame
+    path: str = ""
+    fmt: str = ""
+    images_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors (warnings allowed)."""
+        return not self.errors
+
+    def format(self, max_messages: int = 50) -> str:
+        """A human-readable report; at most ``max_messages`` errors and warnings are listed each."""
+        verdict = "OK" if self.ok else "PROBLEMS FOUND"
+        lines = [f"Data set {self.path} (format: {self.fmt or 'unknown'}): {verdict} — "
+                 f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"]
+        if self.images_checked:
+            lines.append(f"{self.images_checked} image file(s) opened and decoded")
+        if self.counts["total"].sum():
+            table = self.counts.copy()
+            table.loc["total"] = table.sum()
+            lines += ["", "Images per class and split:", table.to_string()]
+        for title, messages in (("Errors", self.errors), ("Warnings", self.warnings)):
+            if messages:
+                lines += ["", f"{title}:"] + [f"  {m}" for m in messages[:max_messages]]
+                if len(messages) > max_messages:
+                    lines.append(f"  ... and {len(messages) - max_messages} more")
+        return "\n".join(lines)
+
+
+def _check_images(entries: list[Entry], errors: list[str]) -> int:
+    """Add an error per missing or undecodable image; return how many images were decoded."""
+    def listed(e: Entry) -> str:
+        return "" if e.where == e.path else f" (listed at {e.where})"
+
+    missing = missing_images(entries)
+    for entry in missing:
+        if os.path.isdir(os.path.dirname(entry.path)):  # a missing folder is one layout error already
+            errors.append(f"{entry.path}: image file missing{listed(entry)}")
+    missing_ids = {e.id for e in missing}
+    present = [e for e in entries if e.path is not None and e.id not in missing_ids]
+    for entry in present:
+        try:
+            load_rgb(entry.path, None)
+        except DataError as exc:
+            errors.append(f"{exc}{listed(entry)}")
+    return len(present)
+
+
+def check_dataset(path: str | os.PathLike, fmt: str = "auto", variant: str = "aligned") -> CheckReport:
+    """Check the data set at ``path``; never raises for problems in the data, reports them all.
+
+    Errors: wrong layout (label file or image folder missing, unrecognised path), malformed
+    lines or rows, labels out of range, duplicate names, missing images, unreadable or corrupt
+    images (each one is opened and decoded). Warnings: images on disk that the label file does
+    not list, and files that are ignored.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        fmt = detect_format(path) if fmt == "auto" else fmt
+    except DataError as exc:
+        return CheckReport([str(exc)], [], split_counts(build_index([])), os.fspath(path), "")
+    entries: list[Entry] = []
+    for item in scan(path, fmt, variant)[1]:
+        if isinstance(item, Problem):
+            (warnings if item.warning else errors).append(str(item))
+        else:
+            entries.append(item)
+    checked = _check_images(entries, errors)
+    return CheckReport(errors, warnings, split_counts(build_index(entries)), os.fspath(path), fmt, checked)

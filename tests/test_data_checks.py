@@ -1,0 +1,137 @@
+"""check_dataset collects every problem; fingerprints follow content, labels and splits."""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pytest
+from datafixtures import make_fer2013, make_imagefolder, make_rafdb, pixel_text, write_image
+
+from fer_utils.data import check_dataset, file_sha256, fingerprint, load_fer2013, load_rafdb
+from fer_utils.errors import DataError
+
+LABEL_FILE = "list_patition_label.txt"
+
+
+def test_valid_rafdb_is_ok(tmp_path):
+    make_rafdb(tmp_path)
+    report = check_dataset(tmp_path)
+    assert report.ok and report.errors == [] and report.warnings == [] and report.fmt == "rafdb"
+    assert report.counts["train"].tolist() == [2] * 7 and report.counts["test"].tolist() == [1] * 7
+    assert report.images_checked == 21
+    text = report.format()
+    assert "OK" in text and "surprise" in text and "21 image file(s) opened" in text
+
+
+def test_rafdb_problems_are_all_collected(tmp_path):
+    make_rafdb(tmp_path, extra_text="train_00101.jpg 0\ntrain_00102.jpg 8\nthis line is malformed\n")
+    aligned = tmp_path / "basic" / "Image" / "aligned"
+    (aligned / "train_00002_aligned.jpg").unlink()
+    (aligned / "test_00003_aligned.jpg").write_bytes(np.random.default_rng(1).bytes(500))
+    write_image(aligned / "train_09999_aligned.jpg")
+    report = check_dataset(tmp_path)
+    assert not report.ok and len(report.errors) == 5
+    errors = "\n".join(report.errors)
+    assert f"{LABEL_FILE}:22: label '0' of train_00101.jpg is not an integer 1..7" in errors
+    assert f"{LABEL_FILE}:23: label '8'" in errors
+    assert f"{LABEL_FILE}:24: malformed line" in errors
+    assert f"train_00002_aligned.jpg: image file missing (listed at {tmp_path / 'basic' / 'EmoLabel' / LABEL_FILE}:2)" in errors
+    assert f"test_00003_aligned.jpg: unreadable or corrupt image" in errors and f"{LABEL_FILE}:17)" in errors
+    assert len(report.warnings) == 1 and "train_09999_aligned.jpg: image not listed" in report.warnings[0]
+    assert report.counts["total"].sum() == 21  # the three bad lines are not counted
+    text = report.format(max_messages=2)
+    assert "PROBLEMS FOUND" in text and "5 error(s), 1 warning(s)" in text and "... and 3 more" in text
+
+
+def test_loader_raises_what_the_checker_reports_first(tmp_path):
+    make_rafdb(tmp_path, extra_text="train_00101.jpg 0\ntrain_00102.jpg 8\n")
+    with pytest.raises(DataError) as info:
+        load_rafdb(tmp_path)
+    assert str(info.value) == check_dataset(tmp_path).errors[0]
+
+
+def test_wrong_rafdb_layout(tmp_path):
+    (tmp_path / "basic" / "Image").mkdir(parents=True)
+    report = check_dataset(tmp_path)
+    assert report.fmt == "rafdb" and len(report.errors) == 2
+    assert f"EmoLabel/{LABEL_FILE}: wrong layout" in report.errors[0]
+    assert "Image/aligned: wrong layout" in report.errors[1]
+
+
+def test_missing_image_folder_is_one_error(tmp_path):
+    make_rafdb(tmp_path)
+    report = check_dataset(tmp_path, variant="original")
+    assert report.ok
+    (tmp_path / "basic" / "Image" / "original").rename(tmp_path / "basic" / "Image" / "moved")
+    report = check_dataset(tmp_path, variant="original")
+    assert len(report.errors) == 1 and "Image/original: wrong layout" in report.errors[0]
+
+
+def test_fer2013_rows_collected(tmp_path):
+    rows = [("0", "Training", pixel_text()), ("9", "Training", pixel_text()),
+            ("1", "PublicTest", pixel_text(count=100)), ("2", "PrivateTest", pixel_text())]
+    report = check_dataset(make_fer2013(tmp_path / "fer2013.csv", rows))
+    assert report.fmt == "fer2013" and len(report.errors) == 2
+    assert "fer2013.csv:3: emotion '9'" in report.errors[0] and "fer2013.csv:4: 100 pixel values" in report.errors[1]
+    assert report.counts.columns.tolist() == ["train", "test", "total"]
+
+
+def test_imagefolder_problems_collected(tmp_path):
+    make_imagefolder(tmp_path, {"happy": 2, "bored": 1, "슬픔": 1})
+    (tmp_path / "happy" / "001.png").write_bytes(b"not a png")
+    (tmp_path / "README.md").write_text("about")
+    report = check_dataset(tmp_path)
+    assert report.fmt == "imagefolder" and len(report.errors) == 2
+    assert any("bored: unknown class folder" in e for e in report.errors)
+    assert any(e.endswith("happy/001.png: unreadable or corrupt image (cannot identify image file "
+                          f"'{tmp_path / 'happy' / '001.png'}')") for e in report.errors)
+    assert len(report.warnings) == 1 and "README.md: file outside a class folder" in report.warnings[0]
+
+
+def test_unrecognised_path_is_reported_not_raised(tmp_path):
+    report = check_dataset(tmp_path / "absent")
+    assert not report.ok and "no such file or folder" in report.errors[0] and report.fmt == ""
+    assert "format: unknown" in report.format()
+
+
+# --- fingerprints ---------------------------------------------------------------------------
+
+def test_fingerprint_follows_bytes_labels_and_splits(tmp_path):
+    make_rafdb(tmp_path)
+    index = load_rafdb(tmp_path)
+    base = fingerprint(index)
+    assert len(base) == 16 and base == fingerprint(index.sample(frac=1, random_state=0))  # order-free
+    path = index["path"].iloc[3]
+    data = bytearray(open(path, "rb").read())
+    data[-3] ^= 1
+    with open(path, "wb") as handle:
+        handle.write(data)
+    changed = fingerprint(index)
+    assert changed != base
+    assert fingerprint(index, content=False) == fingerprint(load_rafdb(tmp_path), content=False)
+    relabelled = index.copy()
+    relabelled.loc[0, "label"] = 6
+    assert fingerprint(relabelled) != changed and fingerprint(relabelled, content=False) != fingerprint(index, content=False)
+    resplit = index.copy()
+    resplit.loc[0, "split"] = "val"
+    assert fingerprint(resplit) != changed
+
+
+def test_fingerprint_of_pixels(tmp_path):
+    index = load_fer2013(make_fer2013(tmp_path / "fer.csv", [("0", "Training", pixel_text()), ("1", "Training", pixel_text(5))]))
+    base = fingerprint(index)
+    index.at[1, "pixels"] = index.at[1, "pixels"].copy()
+    index.at[1, "pixels"][0, 0] ^= 1
+    assert fingerprint(index) != base
+
+
+def test_file_sha256_and_speed(tmp_path):
+    paths = [write_image(tmp_path / f"{i:04d}.jpg", (i % 256, 0, 0), size=16) for i in range(1500)]
+    assert file_sha256(paths[0]) == hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    start = time.perf_counter()
+    for path in paths:
+        file_sha256(path)
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(DataError, match="absent.jpg: cannot read file"):
+        file_sha256(tmp_path / "absent.jpg")

@@ -1,0 +1,263 @@
+"""Loaders of RAF-DB, FER2013 and image folders; format detection; image opening; FERDataset."""
+from __future__ import annotations
+
+import os
+import pickle
+import unicodedata
+
+import numpy as np
+import pytest
+from datafixtures import class_colour, make_fer2013, make_imagefolder, make_rafdb, pixel_text, rafdb_lines, write_image
+from PIL import Image
+
+from fer_utils.data import (
+    INDEX_COLUMNS,
+    FERDataset,
+    detect_format,
+    load_dataset,
+    load_fer2013,
+    load_imagefolder,
+    load_rafdb,
+    open_image,
+)
+from fer_utils.errors import ConfigError, DataError
+from fer_utils.labels import EMOTIONS, EMOTIONS_KO, index_of
+
+LABEL_FILE = "list_patition_label.txt"
+
+
+# --- RAF-DB ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant, suffix", [("aligned", "_aligned.jpg"), ("original", ".jpg")])
+def test_load_rafdb_variants(tmp_path, variant, suffix):
+    make_rafdb(tmp_path)
+    index = load_rafdb(tmp_path, variant=variant)
+    assert tuple(index.columns) == INDEX_COLUMNS
+    assert len(index) == 21 and index["id"].is_unique
+    assert (index["split"] == "train").sum() == 14 and (index["split"] == "test").sum() == 7
+    first = index.iloc[0]
+    assert first["id"] == "train_00001" and first["label"] == 0  # RAF-DB label 1 = surprise
+    assert first["path"].endswith(os.path.join("Image", variant, "train_00001" + suffix))
+    assert os.path.isabs(first["path"]) and first["pixels"] is None and first["source"] == "rafdb"
+    assert index["label"].tolist() == [label - 1 for _, label in rafdb_lines()]
+    assert open_image(first).getpixel((0, 0)) == pytest.approx(class_colour(0), abs=8)
+
+
+def test_load_rafdb_accepts_basic_folder_itself(tmp_path):
+    make_rafdb(tmp_path)
+    assert load_rafdb(tmp_path / "basic")["id"].tolist() == load_rafdb(tmp_path)["id"].tolist()
+
+
+def test_load_rafdb_unknown_variant(tmp_path):
+    make_rafdb(tmp_path)
+    with pytest.raises(ConfigError, match="aligned, original"):
+        load_rafdb(tmp_path, variant="cropped")
+
+
+@pytest.mark.parametrize("bad_line, expected", [
+    ("train_00099.jpg\n", "malformed line"),
+    ("train_00099.jpg 3 extra\n", "malformed line"),
+    ("train_00099.jpg x\n", "not an integer 1..7"),
+    ("train_00099.jpg 0\n", "'0' of train_00099.jpg is not an integer 1..7"),
+    ("train_00099.jpg 8\n", "'8' of train_00099.jpg is not an integer 1..7"),
+    ("val_00001.jpg 3\n", "does not start with train_ or test_"),
+    ("train_00001.jpg 3\n", "listed twice (first at line 1)"),
+])
+def test_load_rafdb_bad_line_names_file_and_line(tmp_path, bad_line, expected):
+    make_rafdb(tmp_path, extra_text=bad_line)
+    with pytest.raises(DataError) as info:
+        load_rafdb(tmp_path)
+    message = str(info.value)
+    assert f"{LABEL_FILE}:22:" in message and expected in message
+
+
+def test_load_rafdb_missing_label_file(tmp_path):
+    make_rafdb(tmp_path)
+    (tmp_path / "basic" / "EmoLabel" / LABEL_FILE).unlink()
+    with pytest.raises(DataError, match=f"EmoLabel/{LABEL_FILE}: wrong layout"):
+        load_rafdb(tmp_path)
+
+
+def test_load_rafdb_missing_image_folder(tmp_path):
+    make_rafdb(tmp_path)
+    (tmp_path / "basic" / "Image" / "aligned").rename(tmp_path / "basic" / "Image" / "elsewhere")
+    with pytest.raises(DataError, match="Image/aligned: wrong layout"):
+        load_rafdb(tmp_path)
+
+
+def test_load_rafdb_missing_images_named_with_count(tmp_path):
+    make_rafdb(tmp_path)
+    aligned = tmp_path / "basic" / "Image" / "aligned"
+    for i in range(1, 8):
+        (aligned / f"train_{i:05d}_aligned.jpg").unlink()
+    with pytest.raises(DataError) as info:
+        load_rafdb(tmp_path)
+    message = str(info.value)
+    assert message.startswith("7 image file(s) missing")
+    assert "train_00001_aligned.jpg" in message and f"{LABEL_FILE}:1)" in message
+    assert "train_00006_aligned.jpg" not in message and "and 2 more" in message
+
+
+# --- FER2013 --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", ["fer2013", "icml"])
+def test_load_fer2013_both_headers(tmp_path, header):
+    rows = [("0", "Training", pixel_text(0)), ("5", "PublicTest", pixel_text(1)), ("3", "PrivateTest", pixel_text(2))]
+    index = load_fer2013(make_fer2013(tmp_path / "fer.csv", rows, header))
+    assert tuple(index.columns) == INDEX_COLUMNS
+    assert index["id"].tolist() == ["fer2013_00000", "fer2013_00001", "fer2013_00002"]
+    # FER2013 0 = Angry -> our "anger" (5); 5 = Surprise -> "surprise" (0); 3 = Happy -> "happiness"
+    assert index["label"].tolist() == [index_of("anger"), index_of("surprise"), index_of("happiness")]
+    assert index["label"].tolist() == [5, 0, 3]
+    assert index["split"].tolist() == ["train", "val", "test"]
+    pixels = index["pixels"].iloc[1]
+    assert pixels.shape == (48, 48) and pixels.dtype == np.uint8 and pixels[0, 0] == 1 and pixels[0, 1] == 2
+    assert index["path"].isna().all() and (index["source"] == "fer2013").all()
+    image = open_image(index.iloc[1])
+    assert image.mode == "RGB" and image.size == (48, 48) and image.getpixel((1, 0)) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("row, expected", [
+    (("0", "Training", pixel_text(count=2303)), "2303 pixel values, expected 2304"),
+    (("0", "Training", pixel_text(count=2303) + " x"), "not all integers"),
+    (("0", "Training", pixel_text(count=2303) + " 256"), "outside 0..255"),
+    (("7", "Training", pixel_text()), "emotion '7' is not an integer 0..6"),
+    (("x", "Training", pixel_text()), "emotion 'x' is not an integer 0..6"),
+    (("0", "Validation", pixel_text()), "Usage 'Validation' is not one of"),
+])
+def test_load_fer2013_bad_row_names_file_and_line(tmp_path, row, expected):
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", [("1", "Training", pixel_text()), row])
+    with pytest.raises(DataError) as info:
+        load_fer2013(csv_path)
+    assert "fer2013.csv:3:" in str(info.value) and expected in str(info.value)
+
+
+def test_load_fer2013_wrong_field_count_and_header(tmp_path):
+    csv_path = tmp_path / "fer2013.csv"
+    csv_path.write_text(f"emotion,pixels,Usage\n0,{pixel_text()}\n")
+    with pytest.raises(DataError, match="fer2013.csv:2: 2 fields, expected 3"):
+        load_fer2013(csv_path)
+    csv_path.write_text(f"label,pixels\n0,{pixel_text()}\n")
+    with pytest.raises(DataError, match="fer2013.csv:1: header 'label,pixels' is not a FER2013 header"):
+        load_fer2013(csv_path)
+
+
+# --- image folders --------------------------------------------------------------------------
+
+def test_load_imagefolder_split_layout(tmp_path):
+    make_imagefolder(tmp_path, {"train/happy": 3, "train/Sad": 2, "val/neutral": 1, "test/anger": 2})
+    (tmp_path / "train" / "happy" / "notes.txt").write_text("not an image")
+    index = load_imagefolder(tmp_path)
+    assert len(index) == 8 and (index["source"] == "imagefolder").all()
+    assert index["id"].tolist()[:3] == ["test/anger/000.png", "test/anger/001.png", "train/Sad/000.png"]
+    counts = index.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("test", index_of("anger")): 2, ("train", index_of("happiness")): 3,
+                      ("train", index_of("sadness")): 2, ("val", index_of("neutral")): 1}
+
+
+def test_load_imagefolder_class_layout_korean_and_aliases(tmp_path):
+    decomposed = unicodedata.normalize("NFD", EMOTIONS_KO[1])  # as macOS writes Hangul names
+    make_imagefolder(tmp_path, {EMOTIONS_KO[3]: 2, decomposed: 1, "angry": 1, "Surprise": 1})
+    index = load_imagefolder(tmp_path)
+    assert (index["split"] == "train").all() and len(index) == 5
+    assert sorted(index["label"]) == sorted([3, 3, 1, index_of("anger"), 0])
+
+
+def test_load_imagefolder_unknown_class_folder(tmp_path):
+    make_imagefolder(tmp_path, {"train/happy": 1, "train/bored": 1})
+    with pytest.raises(DataError) as info:
+        load_imagefolder(tmp_path)
+    message = str(info.value)
+    assert "train/bored: unknown class folder 'bored'" in message
+    assert all(name in message for name in EMOTIONS) and EMOTIONS_KO[0] in message
+
+
+def test_load_imagefolder_unknown_folder_beside_splits(tmp_path):
+    make_imagefolder(tmp_path, {"train/happy": 1, "extra/happy": 1})
+    with pytest.raises(DataError, match="extra: folder 'extra' beside split folders is not a split"):
+        load_imagefolder(tmp_path)
+
+
+# --- format detection -----------------------------------------------------------------------
+
+def test_load_dataset_detects_every_format(tmp_path):
+    make_rafdb(tmp_path / "raf")
+    make_imagefolder(tmp_path / "folders", {"happy": 1, "sad": 1})
+    csv_path = make_fer2013(tmp_path / "icml_face_data.csv", [("3", "Training", pixel_text())], "icml")
+    assert detect_format(tmp_path / "raf") == detect_format(tmp_path / "raf" / "basic") == "rafdb"
+    assert detect_format(csv_path) == "fer2013" and detect_format(tmp_path / "folders") == "imagefolder"
+    assert len(load_dataset(tmp_path / "raf")) == 21
+    assert load_dataset(tmp_path / "raf", variant="original")["path"].iloc[0].endswith("original/train_00001.jpg")
+    assert load_dataset(csv_path)["label"].tolist() == [3]
+    assert len(load_dataset(tmp_path / "folders", fmt="imagefolder")) == 2
+
+
+def test_load_dataset_unrecognised(tmp_path):
+    (tmp_path / "random").mkdir()
+    (tmp_path / "random" / "stuff").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    for path in (tmp_path / "random", tmp_path / "notes.txt"):
+        with pytest.raises(DataError) as info:
+            load_dataset(path)
+        message = str(info.value)
+        assert str(path) in message and "RAF-DB:" in message and "FER2013:" in message and "image folder:" in message
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset(tmp_path / "absent")
+    with pytest.raises(ConfigError, match="unknown data format 'csv'"):
+        load_dataset(tmp_path / "notes.txt", fmt="csv")
+
+
+# --- images and the torch data set ----------------------------------------------------------
+
+def test_open_image_corrupt_and_missing(tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(DataError, match="corrupt.jpg: unreadable or corrupt image"):
+        open_image(corrupt)
+    truncated = write_image(tmp_path / "truncated.jpg", size=64)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DataError, match="truncated.jpg: unreadable or corrupt image"):
+        open_image(str(truncated))
+    with pytest.raises(DataError, match="absent.jpg: image file missing"):
+        open_image({"path": str(tmp_path / "absent.jpg"), "pixels": None})
+
+
+def test_open_image_converts_to_rgb_and_drafts(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.new("L", (8, 8), 77).save(grey)
+    assert open_image(grey).getpixel((0, 0)) == (77, 77, 77)
+    big = write_image(tmp_path / "big.jpg", size=400)
+    assert open_image(big, draft_size=100).size == (100, 100)  # JPEG decoded at 1/4 scale
+
+
+class Tag:
+    """A picklable stand-in transform that tags its output."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, image):
+        return self.name, image.size
+
+
+def test_fer_dataset_items_and_minority_augmentation(tmp_path):
+    make_rafdb(tmp_path)
+    index = load_rafdb(tmp_path)
+    plain = FERDataset(index)
+    image, label = plain[0]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and label == 0 and len(plain) == 21
+    minority = {1, 5}
+    dataset = FERDataset(index, Tag("plain"), Tag("augmented"), augment_labels=minority)
+    for i in range(len(dataset)):
+        (tag, size), label = dataset[i]
+        assert tag == ("augmented" if label in minority else "plain") and size == (8, 8)
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert [clone[i] for i in range(len(clone))] == [dataset[i] for i in range(len(dataset))]
+    with pytest.raises(ValueError, match="together"):
+        FERDataset(index, Tag("plain"), augment_labels=minority)
+
+
+def test_fer_dataset_pixels_fast_path(tmp_path):
+    index = load_fer2013(make_fer2013(tmp_path / "fer.csv", [("2", "Training", pixel_text(9))]))
+    image, label = FERDataset(index)[0]
+    assert image.size == (48, 48) and image.getpixel((0, 0)) == (9, 9, 9) and label == index_of("fear")
