@@ -1,0 +1,130 @@
+"""Running models: device choice, mixed precision, data loaders, batched inference, weight hashes.
+
+Shared by training (:mod:`fer_utils.train`), evaluation, feature extraction and the
+:class:`~fer_utils.predict.Predictor`, so that there is one inference loop in the package.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import weakref
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from fer_utils.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; anything else is checked and returned."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``device``: bfloat16 where supported (CPU, recent GPUs), else float16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, enabled: bool):
+    """``torch.autocast`` on ``device`` with :func:`amp_dtype`, or a no-op context when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+def default_num_workers(device: torch.device) -> int:
+    """DataLoader workers for inference/training when the caller says ``"auto"``.
+
+    On CPU, decoding a face image costs about 0.15-0.3 ms against several ms of CNN forward pass
+    per image, and every worker process competes with torch's intra-op threads for the same
+    cores: on a 2-core machine (``benchmarks/bench_features.py``, ResNet18 at 100 px) one or two
+    workers lowered extraction to 0.68-0.83 of the pure forward rate, against 0.86-0.92 without.
+    So 0 (decode in the main process) unless there are cores beyond torch's threads. On CUDA the
+    forward pass is cheap and decoding must overlap it: up to 8 workers, leaving one core free.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(0, min(8, cores - 1))
+    return max(0, min(4, cores - torch.get_num_threads()))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive NumPy/random seeds from the torch seed of the worker."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int | str = "auto",
+                shuffle: bool = False, seed: int | None = None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader set up for ``device``: seeded shuffling, seeded workers, persistent workers, pinning."""
+    workers = default_num_workers(device) if num_workers == "auto" else int(num_workers)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
+        num_workers=workers, worker_init_fn=_seed_worker if workers else None,
+        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+    )
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, device: torch.device,
+                    amp: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``fn`` over ``batches`` in inference mode; return outputs (float32, CPU) and labels.
+
+    A batch is an input tensor or an ``(input, label)`` pair (what a DataLoader over a
+    :class:`~fer_utils.data.FERDataset` or ``TensorDataset`` yields); labels are ``None`` when the
+    batches carry none. Put the model in eval mode (and on ``device``) before calling.
+    """
+    outputs, labels = [], []
+    with torch.inference_mode(), autocast(device, amp):
+        for batch in batches:
+            if isinstance(batch, (list, tuple)):
+                batch, y = batch[0], batch[1]
+                labels.append(torch.as_tensor(y))
+            outputs.append(fn(to_device(batch, device, channels_last)).float().cpu())
+    if not outputs:
+        raise ValueError("no batches to run: the dataset is empty")
+    return torch.cat(outputs), (torch.cat(labels) if labels else None)
+
+
+_WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes, bytes), memoised per model.
+
+    The memo is keyed by each tensor's storage pointer and version counter, which every in-place
+    update (optimizer step, ``load_state_dict``, ``add_``) bumps: changed weights are re-hashed.
+    """
+    state = model.state_dict()
+    stamp = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+    memo = _WEIGHT_HASHES.get(model)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    _WEIGHT_HASHES[model] = (stamp, digest.hexdigest())
+    return digest.hexdigest()

@@ -1,0 +1,180 @@
+"""The training loop: mini-batch training with validation, early stopping and the best checkpoint.
+
+``fit(model, train_ds, val_ds, TrainConfig(...))`` is all a notebook needs. The defaults are the
+original study's settings (Adam, lr 1e-3, batch 64, up to 30 epochs, patience 5); model selection
+uses the validation split only. On CPU a fit is bit-for-bit repeatable for a given seed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from fer_utils.errors import ConfigError
+from fer_utils.evaluate import evaluate
+from fer_utils.models.runtime import amp_dtype, autocast, batched_forward, make_loader, resolve_device, to_device
+from fer_utils.repro import seed_everything
+
+MONITORS = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
+"""Metrics early stopping can watch, and whether larger or smaller is better."""
+OPTIMIZERS = ("adam", "adamw", "sgd")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit`. A wrong value raises :class:`~fer_utils.errors.ConfigError`.
+
+    ``class_weights`` (a tensor of ``num_classes`` weights, see ``fer_utils.data.class_weights``)
+    weights the training loss only; the validation loss is the plain cross-entropy.
+    ``amp`` enables mixed precision on CUDA only (bfloat16 where supported, else float16 with a
+    gradient scaler); CPU training stays in float32. ``num_workers`` may be ``"auto"``.
+    """
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    epochs: int = 30
+    patience: int = 5
+    monitor: str = "val_macro_f1"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    num_workers: int | str = 0
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 42
+    class_weights: torch.Tensor | None = field(default=None, repr=False)
+    channels_last: bool = False
+
+    def __post_init__(self):
+        for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"TrainConfig.{name} must be an int >= {low}, got {value!r}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ConfigError("TrainConfig.lr must be > 0")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"TrainConfig.monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
+                                           or self.num_workers < 0):
+            raise ConfigError(f"TrainConfig.num_workers must be 'auto' or an int >= 0, got {self.num_workers!r}")
+        if self.class_weights is not None:
+            self.class_weights = torch.as_tensor(self.class_weights, dtype=torch.float32)
+            if self.class_weights.ndim != 1 or not torch.all(self.class_weights > 0):
+                raise ConfigError("TrainConfig.class_weights must be a 1-d tensor of positive weights")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for run records (class weights as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.class_weights is not None:
+            out["class_weights"] = [float(w) for w in self.class_weights]
+        return out
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns; the best checkpoint has already been loaded into the model."""
+
+    history: pd.DataFrame
+    """One row per epoch: :data:`HISTORY_COLUMNS`."""
+    best_epoch: int
+    best_score: float
+    """Value of the monitored metric at ``best_epoch``."""
+    stopped_early: bool
+    device: str
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def _validate(model: nn.Module, loader, device: torch.device, config: TrainConfig, use_amp: bool) -> dict:
+    model.eval()
+    logits, labels = batched_forward(model, loader, device, amp=use_amp, channels_last=config.channels_last)
+    metrics = evaluate(labels.numpy(), logits.argmax(1).numpy(), labels=[str(c) for c in range(logits.shape[1])])
+    return {"val_loss": F.cross_entropy(logits, labels).item(), "val_acc": metrics["accuracy"],
+            "val_macro_f1": metrics["macro_f1"]}
+
+
+def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfig | None = None,
+        progress: bool = True) -> FitResult:
+    """Train ``model`` on ``train_ds``, validating on ``val_ds`` after every epoch.
+
+    Datasets yield ``(image_tensor, label_int)``. Training stops after ``config.epochs`` or when
+    ``config.monitor`` has not improved for ``config.patience`` epochs; the best epoch's weights
+    (kept in memory) are restored into ``model`` at the end. ``progress`` shows a tqdm bar with
+    the last epoch's metrics.
+    """
+    config = config or TrainConfig()
+    if len(train_ds) < 2:
+        raise ValueError(f"need at least 2 training samples, got {len(train_ds)}")
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    weights = config.class_weights.to(device) if config.class_weights is not None else None
+    # A last batch of one sample breaks BatchNorm in training mode: drop it in that case only.
+    train_loader = make_loader(train_ds, config.batch_size, device, config.num_workers, shuffle=True,
+                               seed=config.seed, drop_last=len(train_ds) % config.batch_size == 1)
+    val_loader = make_loader(val_ds, config.batch_size, device, config.num_workers)
+    optimizer = _optimizer(model, config)
+    sign = 1.0 if MONITORS[config.monitor] == "max" else -1.0
+
+    rows, best_state, best_epoch, best_score = [], None, 0, -math.inf
+    bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in train_loader:
+            x, y = to_device(x, device, config.channels_last), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, weight=weights)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        row.update(_validate(model, val_loader, device, config, use_amp))
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        score = sign * row[config.monitor]
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}",
+                        val_f1=f"{row['val_macro_f1']:.3f}", best=best_epoch)
+        if epoch - best_epoch >= config.patience:
+            break
+    bar.close()
+    if best_state is None:
+        raise FloatingPointError(f"training diverged: {config.monitor} was NaN in every epoch (try a lower lr)")
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(history=pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), best_epoch=best_epoch,
+                     best_score=sign * best_score, stopped_early=len(rows) < config.epochs, device=str(device))

@@ -1,0 +1,154 @@
+"""The CNN registry: every model's shapes, preprocessing, and pretrained-weight loading offline."""
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from fer_utils.errors import ConfigError, WeightsNotFoundError
+from fer_utils.models import (
+    ORIGINAL_STUDY_PREPROCESSING,
+    Classifier,
+    Preprocessing,
+    create_model,
+    list_models,
+    model_info,
+    weights_path,
+)
+from fer_utils.models.runtime import resolve_device, weights_sha256
+
+EXPECTED = {"vgg16": 4096, "resnet18": 512, "densenet121": 1024}
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Each registered model built once for the module (VGG16 alone has 134 M parameters)."""
+    torch.manual_seed(0)
+    return {name: create_model(name).eval() for name in list_models()}
+
+
+def test_registry_lists_the_study_models():
+    assert set(EXPECTED) <= set(list_models())
+    for name, dim in EXPECTED.items():
+        info = model_info(name)
+        assert info.feature_dim == dim
+        assert info.preprocessing == Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        assert info.weights_file.startswith(name + "-") and info.weights_file.endswith(".pth")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_and_features(models, name):
+    model = models[name]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        logits = model(x)
+        features = model.forward_features(x)
+        from_features = model.head(features)
+    assert isinstance(model, Classifier) and model.arch == name
+    assert logits.shape == (2, 7)
+    assert features.shape == (2, model_info(name).feature_dim) == (2, model.feature_dim)
+    assert torch.allclose(from_features, logits, atol=1e-5)
+
+
+def test_densenet_features_are_relu_pooled(models):
+    model = models["densenet121"]
+    with torch.inference_mode():
+        features = model.forward_features(torch.randn(2, 3, 32, 32))
+    assert features.min() >= 0  # after the final ReLU
+
+
+def test_num_classes_and_unknown_names():
+    assert create_model("resnet18", num_classes=3).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(ConfigError, match="registered: densenet121, resnet18, vgg16"):
+        create_model("resnet50")
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_model("resnet18", num_classes=1)
+
+
+def test_preprocessing_round_trip_and_validation():
+    p = model_info("resnet18").preprocessing.with_size(100)
+    assert p.image_size == 100 and p.mean == (0.485, 0.456, 0.406)
+    assert Preprocessing.from_dict(p.to_dict()) == p
+    assert ORIGINAL_STUDY_PREPROCESSING.to_dict() == {"image_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}
+    with pytest.raises(ConfigError, match="std"):
+        Preprocessing(100, (0.5,) * 3, (0.5, 0.0, 0.5))
+    with pytest.raises(ConfigError, match="unknown preprocessing key"):
+        Preprocessing.from_dict({"image_size": 100, "size": 3})
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """TORCH_HOME in tmp_path, and a hub download that fails as it does without network.
+
+    The real download cannot happen on the test machines (no internet), so the test fakes
+    ``torch.hub.download_url_to_file`` (what torchvision's weight loading calls) with the
+    URLError a real offline download raises, and records the calls.
+    """
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    calls = []
+
+    def fake_download(url, dst, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    return calls
+
+
+def test_missing_pretrained_weights_name_file_and_folder(offline_hub, tmp_path):
+    with pytest.raises(WeightsNotFoundError) as excinfo:
+        create_model("densenet121", pretrained=True)
+    message = str(excinfo.value)
+    assert "densenet121-a639ec97.pth" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert offline_hub == ["https://download.pytorch.org/models/densenet121-a639ec97.pth"]
+
+
+def test_preplaced_weights_file_is_loaded(offline_hub, tmp_path):
+    """A state dict placed under torchvision's file name is used as is, with no download.
+
+    torchvision checks the file's sha256 prefix (the ``-f37072fd`` in the name) only when it
+    downloads; a file already in the folder is loaded unchecked, which is what lets this test
+    stand in random weights for ImageNet's.
+    """
+    path = weights_path("resnet18")
+    assert path == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), path)
+
+    model = create_model("resnet18", pretrained=True)
+    assert offline_hub == []
+    assert torch.equal(model.features[0].weight, reference.conv1.weight)
+    assert torch.equal(model.features[7][1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert model.head.out_features == 7
+
+
+def test_corrupt_weights_file_is_named(offline_hub):
+    path = weights_path("resnet18")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsNotFoundError, match="resnet18-f37072fd.pth exists but is not usable"):
+        create_model("resnet18", pretrained=True)
+
+
+def test_weights_hash_follows_the_weights():
+    torch.manual_seed(0)
+    a = create_model("resnet18")
+    torch.manual_seed(0)
+    b = create_model("resnet18")
+    assert weights_sha256(a) == weights_sha256(b)
+    before = weights_sha256(a)
+    with torch.no_grad():
+        a.head.bias.add_(1.0)  # in place: the memo must notice
+    assert weights_sha256(a) != before
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device must be"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")

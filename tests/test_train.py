@@ -1,0 +1,126 @@
+"""The training loop on easy synthetic tensors: learning, early stopping, best state, determinism."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset
+
+from fer_utils.data import FERDataset, build_transform
+from fer_utils.errors import ConfigError
+from fer_utils.models import create_model
+from fer_utils.train import HISTORY_COLUMNS, TrainConfig, fit
+
+N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The test machines have 2 cores shared by several jobs: tiny models run fastest on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def colour_data(n: int, seed: int) -> TensorDataset:
+    """8x8 images whose class (0..2) is the brightest colour channel, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % N_CLASSES
+    x = 0.3 * torch.randn(n, 3, 8, 8, generator=g)
+    x[torch.arange(n), labels] += 1.0
+    return TensorDataset(x, labels)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, N_CLASSES))
+
+
+def config(**overrides) -> TrainConfig:
+    settings = dict(batch_size=8, lr=0.05, epochs=30, patience=2, device="cpu", seed=3)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_fit_learns_and_stops_early_on_plateau():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    result = fit(tiny_net(), train, val, config(), progress=False)
+    h = result.history
+    assert list(h.columns) == list(HISTORY_COLUMNS)
+    assert h["train_loss"].iloc[-1] < 0.5 * h["train_loss"].iloc[0]
+    assert h["val_acc"].max() >= 0.9  # chance is 1/3
+    # val macro F1 saturates: training stops `patience` epochs after the first best epoch
+    assert result.stopped_early and len(h) < 30
+    assert len(h) == result.best_epoch + 2
+    assert result.best_score == h["val_macro_f1"].max() == h["val_macro_f1"].iloc[result.best_epoch - 1]
+    assert (h["val_macro_f1"].iloc[result.best_epoch:] <= result.best_score).all()
+
+
+def test_best_state_is_restored():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    model = tiny_net()
+    result = fit(model, train, val, config(), progress=False)
+    h = result.history
+    best_loss, last_loss = h["val_loss"].iloc[result.best_epoch - 1], h["val_loss"].iloc[-1]
+    assert best_loss != pytest.approx(last_loss, abs=1e-4)  # else the check below proves nothing
+    with torch.no_grad():
+        restored_loss = F.cross_entropy(model(val.tensors[0]), val.tensors[1]).item()
+    assert restored_loss == pytest.approx(best_loss, abs=1e-5)
+    assert not model.training
+
+
+def test_monitor_val_loss_runs_all_epochs_when_improving():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    result = fit(tiny_net(), train, val, config(monitor="val_loss", epochs=4, patience=5, lr=0.01), progress=False)
+    assert not result.stopped_early and len(result.history) == 4
+    assert result.best_score == result.history["val_loss"].min()
+
+
+def test_cpu_training_is_deterministic():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    runs = [fit(tiny_net(seed=5), train, val, config(epochs=3, patience=3), progress=False) for _ in range(2)]
+    a, b = (r.history.drop(columns="seconds") for r in runs)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    other = fit(tiny_net(seed=5), train, val, config(epochs=3, patience=3, seed=4), progress=False)
+    assert not other.history.drop(columns="seconds").equals(a)  # the seed does matter (shuffling)
+
+
+def test_class_weights_change_the_training_loss():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    plain = fit(tiny_net(), train, val, config(epochs=1), progress=False)
+    weighted = fit(tiny_net(), train, val, config(epochs=1, class_weights=[1.0, 5.0, 1.0]), progress=False)
+    assert weighted.history["train_loss"].iloc[0] != pytest.approx(plain.history["train_loss"].iloc[0])
+
+
+def test_config_is_checked_and_serialisable():
+    with pytest.raises(ConfigError, match="monitor"):
+        TrainConfig(monitor="val_f1")
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="class_weights"):
+        TrainConfig(class_weights=[1.0, -1.0])
+    record = TrainConfig(class_weights=torch.tensor([1.0, 2.0])).to_dict()
+    assert json.loads(json.dumps(record))["class_weights"] == [1.0, 2.0]
+
+
+def test_fit_registry_model_on_image_files(tmp_path):
+    """End to end on real files: FERDataset over JPEGs, a registry ResNet18 at 32 px, a last batch of 1."""
+    rows = []
+    for i in range(17):  # 17 = 2 batches of 8 + 1: the lone last sample is dropped (BatchNorm)
+        label = i % 2
+        path = tmp_path / f"{i}.jpg"
+        Image.new("RGB", (20, 20), (200, 40, 40) if label else (40, 40, 200)).save(path)
+        rows.append({"id": str(i), "path": str(path), "pixels": None, "label": label, "split": "train",
+                     "source": "imagefolder"})
+    index = pd.DataFrame(rows)
+    dataset = FERDataset(index, build_transform(32))
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=2)
+    result = fit(model, dataset, dataset, config(epochs=2, patience=2, lr=1e-3), progress=False)
+    assert len(result.history) == 2
+    assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
