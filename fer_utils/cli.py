@@ -102,6 +102,24 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest):
     click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s")
 
 
+# ---------------------------------------------------------------- predict
+@main.command("predict")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Model bundle folder (default: the newest bundle under data/).")
+@click.option("--device", default="cpu", show_default=True)
+def predict_cmd(images, bundle, device):
+    """Predict the expression of each image; JSON on stdout (one object per image)."""
+    from .predict import Predictor, find_latest_bundle
+    from .study import REPO_ROOT
+
+    bundle = bundle or find_latest_bundle(REPO_ROOT / "data")
+    predictor = Predictor.from_bundle(bundle, device=device)
+    results = predictor.predict_labeled([str(p) for p in images])
+    out = [{"image": str(path), **res} for path, res in zip(images, results)]
+    click.echo(json.dumps({"bundle": str(bundle), "predictions": out}, indent=2, ensure_ascii=False))
+
+
 # ---------------------------------------------------------------- book
 @main.group(cls=_Group)
 def book():

@@ -71,3 +71,46 @@ def size_histogram(sizes: pd.DataFrame, ax=None):
     sns.histplot(data=long, x="pixels", hue="side", multiple="dodge", ax=ax, discrete=long["pixels"].nunique() < 30)
     ax.set_title("Image sizes")
     return ax
+
+
+def confusion_matrix(cm, ax=None, normalize: bool = True, title: str = "Confusion matrix (rows: true)"):
+    """Heatmap of a confusion matrix (list of lists in EMOTIONS order); rows normalised by default."""
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.clip(cm.sum(axis=1, keepdims=True), 1, None) if normalize else cm
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    names = [class_label(c) for c in EMOTIONS]
+    sns.heatmap(shown, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0,
+                vmax=1 if normalize else None, xticklabels=names, yticklabels=names, ax=ax,
+                cbar=False, annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return ax
+
+
+def per_class_f1(frame: pd.DataFrame, ax=None, hue: str = "model"):
+    """Bar plot of per-class F1; ``frame`` has columns class, f1 and ``hue``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.5))
+    sns.barplot(data=frame, x="class", y="f1", hue=hue, order=list(EMOTIONS), ax=ax)
+    ax.set_xticks(ax.get_xticks(), [class_label(c) for c in EMOTIONS])
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1)
+    ax.set_title("F1 per class (test)")
+    return ax
+
+
+def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None):
+    """Loss and validation macro F1 per epoch; ``hue`` names a column telling runs apart."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    long = history.melt(id_vars=["epoch"] + ([hue] if hue else []),
+                        value_vars=[c for c in ("train_loss", "val_loss") if c in history],
+                        var_name="split", value_name="loss")
+    sns.lineplot(data=long, x="epoch", y="loss", hue=hue, style="split", ax=axes[0], marker="o")
+    axes[0].set_title("Loss")
+    sns.lineplot(data=history, x="epoch", y="val_macro_f1", hue=hue, ax=axes[1], marker="o")
+    axes[1].set_title("Validation macro F1")
+    axes[1].set_ylim(0, 1)
+    return axes

@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import yaml
 
 from .config import config_for
-from .errors import ConfigError
+from .errors import ConfigError, FERError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = REPO_ROOT / "notebooks" / "study.yaml"
@@ -40,6 +40,10 @@ DEFAULT_RUNS = REPO_ROOT / "data" / "runs"
 DEFAULT_CACHE = REPO_ROOT / "data" / "cache"
 DEFAULT_OUT = REPO_ROOT / "book" / "experiments"
 INJECTED = ("data_path", "run_dir", "runs_root", "cache_dir")
+
+
+class StudyRunError(FERError):
+    """A notebook of the study failed; the message names it and its executed copy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +122,31 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
 
     run.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pm.execute_notebook(str(run.source), str(run.output), parameters=run.params,
-                        kernel_name=kernel, cwd=str(cwd or REPO_ROOT), log_output=log_output,
-                        progress_bar=False)
+    try:
+        pm.execute_notebook(str(run.source), str(run.output), parameters=run.params,
+                            kernel_name=kernel, cwd=str(cwd or REPO_ROOT), log_output=log_output,
+                            progress_bar=False)
+    except pm.PapermillExecutionError as exc:
+        raise StudyRunError(f"{run.source.name} (run {run.name!r}) failed in cell {exc.exec_count}: "
+                            f"{exc.ename}: {exc.evalue}. The executed notebook with the full "
+                            f"traceback is {run.output}") from None
+    if run.name != "default":
+        _title_with_run_name(run.output, run.name)
     return time.perf_counter() - start
+
+
+def _title_with_run_name(path: Path, name: str) -> None:
+    """Append the run name to the page title (first markdown heading) of an executed notebook,
+    so that several runs of one notebook are told apart in the book's navigation."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("# "):
+            first, _, rest = cell.source.partition("\n")
+            cell.source = f"{first}: {name}" + (f"\n{rest}" if rest else "")
+            nbformat.write(nb, path)
+            return
 
 
 def run_study(profile: str = "default", data_path: str | Path = DEFAULT_DATA,

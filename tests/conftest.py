@@ -16,7 +16,6 @@ for var, sub in {
     os.environ[var] = str(_CACHE / sub)
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent

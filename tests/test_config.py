@@ -40,3 +40,9 @@ def test_config_for_unknown_notebook():
     assert config_for("01_data") is DataOverviewConfig
     with pytest.raises(ConfigError, match="no config registered"):
         config_for("99_nothing")
+
+
+def test_optional_float_accepts_none():
+    assert DataOverviewConfig.from_params({"val_fraction": None}).val_fraction is None
+    with pytest.raises(ConfigError, match="must be float or None, got str"):
+        DataOverviewConfig.from_params({"val_fraction": "none"})

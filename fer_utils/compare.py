@@ -1,0 +1,108 @@
+"""Comparisons across run records: summary tables (mean ± std over seeds), the original study's
+reported numbers beside ours, and McNemar's test between models on the same test images."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from .labels import EMOTIONS
+from .runs import collect_runs, load_run
+from .stats import mcnemar
+
+ORIGINAL_REPORTED = pd.DataFrame(
+    # The write-up's CNN table (1,533-image half test set); its "F1" is weighted F1 (flaw 2).
+    {"accuracy": [0.6680, 0.7462, 0.7697], "weighted_f1": [0.6558, 0.7348, 0.7666],
+     "macro_f1": [None, None, 0.6667]},
+    index=pd.Index(["vgg16", "resnet18", "densenet121"], name="model"),
+)
+"""The original study's reported CNN numbers; DenseNet121's macro F1 re-read from its notebook."""
+
+SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def load_records(runs_root: str | Path, notebook: str) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The runs table of one notebook and each run's full record, keyed by run name."""
+    table = collect_runs(runs_root, notebook=notebook)
+    if table.empty:
+        raise FileNotFoundError(f"no run records of notebook {notebook!r} under {runs_root}; "
+                                f"run `fer study run --only {notebook}` first")
+    return table, {row.run: load_run(row.run_dir) for row in table.itertuples()}
+
+
+def summarize(table: pd.DataFrame, by: str = "param.model", metrics=SUMMARY_METRICS) -> pd.DataFrame:
+    """Mean, std and number of runs per group (std is NaN for a single run)."""
+    grouped = table.groupby(by)[list(metrics)]
+    out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
+    out[("runs", "n")] = grouped.size()
+    return out
+
+
+def mean_pm_std(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """'0.812 ± 0.010' strings per metric (just the mean where there is one run)."""
+    out = {}
+    for metric in summary["mean"].columns:
+        mean, std = summary[("mean", metric)], summary[("std", metric)]
+        out[metric] = [f"{m:.{digits}f}" + ("" if pd.isna(s) else f" ± {s:.{digits}f}")
+                       for m, s in zip(mean, std)]
+    frame = pd.DataFrame(out, index=summary.index)
+    frame["runs"] = summary[("runs", "n")]
+    return frame
+
+
+def beside_original(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Our mean ± std next to the original study's reported numbers, per model."""
+    ours = mean_pm_std(summary, digits).add_prefix("ours: ")
+    theirs = ORIGINAL_REPORTED.add_prefix("original: ")
+    return ours.join(theirs, how="left")
+
+
+def per_class_f1(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
+    """Long table: one row per run and class with the test F1."""
+    rows = []
+    for run, rec in records.items():
+        for name in EMOTIONS:
+            rows.append({"run": run, by: rec["params"].get(by), "class": name,
+                         "f1": rec["metrics"]["per_class"][name]["f1"]})
+    return pd.DataFrame(rows)
+
+
+def histories(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
+    frames = []
+    for run, rec in records.items():
+        if rec["history"] is not None:
+            frames.append(rec["history"].assign(run=run, **{by: rec["params"].get(by)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def pairwise_mcnemar(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
+    """McNemar's test for every pair of runs that share a seed and the same test images."""
+    rows = []
+    for (ra, a), (rb, b) in itertools.combinations(records.items(), 2):
+        if a["params"].get("seed") != b["params"].get("seed") or a["predictions"] is None \
+                or b["predictions"] is None:
+            continue
+        pa, pb = a["predictions"], b["predictions"]
+        merged = pa.merge(pb, on="id", suffixes=("_a", "_b"))
+        if len(merged) != len(pa) or len(merged) != len(pb) or \
+                (merged["true_a"] != merged["true_b"]).any():
+            continue  # not the same test images: no paired test
+        test = mcnemar(merged["true_a"], merged["predicted_a"], merged["predicted_b"])
+        rows.append({"A": a["params"].get(by), "B": b["params"].get(by), "seed": a["params"].get("seed"),
+                     "A right, B wrong": test["b"], "A wrong, B right": test["c"],
+                     "p_value": test["p_value"], "method": test["method"]})
+    return pd.DataFrame(rows)
+
+
+def ci_table(records: dict[str, dict], by: str = "model", digits: int = 3) -> pd.DataFrame:
+    """One row per run: each metric as 'value [low, high]' (95 % bootstrap interval)."""
+    rows = []
+    for run, rec in records.items():
+        m = rec["metrics"]
+        row = {"run": run, by: rec["params"].get(by), "seed": rec["params"].get("seed")}
+        for name in SUMMARY_METRICS:
+            low, high = (m.get("ci95") or {}).get(name, (None, None))
+            row[name] = f"{m[name]:.{digits}f}" + ("" if low is None else f" [{low:.{digits}f}, {high:.{digits}f}]")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,79 @@
+"""The `fer` command through click's runner (in process) and once as a real console script."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fer_utils.cli import main
+
+
+def test_synth_then_check_reports_counts(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "synth"
+    res = runner.invoke(main, ["data", "synth", "--out", str(out), "--seed", "3", "--scale", "0.005"])
+    assert res.exit_code == 0, res.output
+    assert (out / "basic" / "EmoLabel" / "list_patition_label.txt").exists()
+    res = runner.invoke(main, ["data", "check", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "happiness" in res.output and "train" in res.output
+
+
+def test_check_names_the_broken_file_and_line_and_exits_nonzero(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "synth"
+    assert runner.invoke(main, ["data", "synth", "--out", str(out), "--scale", "0.005"]).exit_code == 0
+    label_file = out / "basic" / "EmoLabel" / "list_patition_label.txt"
+    lines = label_file.read_text().splitlines()
+    first = lines[0].split()[0]
+    lines[2] = lines[2].split()[0] + " 9"
+    label_file.write_text("\n".join(lines) + "\n")
+    (out / "basic" / "Image" / "aligned" / first.replace(".jpg", "_aligned.jpg")).unlink()
+    res = runner.invoke(main, ["data", "check", str(out)])
+    assert res.exit_code == 1
+    assert "list_patition_label.txt:3" in res.output
+    assert first.replace(".jpg", "_aligned.jpg") in res.output
+
+
+def test_study_run_rejects_unknown_notebook_and_missing_data(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["study", "run", "--only", "nothing", "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "matches no notebook" in res.output
+    res = runner.invoke(main, ["study", "run", "--data", str(tmp_path / "absent")])
+    assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_predict_without_bundle_says_so(tmp_path, monkeypatch):
+    import fer_utils.study as st
+    monkeypatch.setattr(st, "REPO_ROOT", tmp_path)
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "x.jpg")])
+    assert res.exit_code == 2 and "no model bundle" in res.output
+
+
+def test_predict_json_from_a_real_bundle(tmp_path, synthetic_rafdb):
+    import torch
+
+    from fer_utils.models import Preprocessing, create_model
+    from fer_utils.predict import save_bundle
+
+    torch.manual_seed(0)
+    bundle = save_bundle(tmp_path / "b", create_model("resnet18"), "resnet18", Preprocessing(32, (0.5,) * 3, (0.5,) * 3))
+    images = sorted((synthetic_rafdb / "basic" / "Image" / "aligned").glob("test_*"))[:2]
+    res = CliRunner().invoke(main, ["predict", *map(str, images), "--bundle", str(bundle)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert [p["image"] for p in out["predictions"]] == list(map(str, images))
+    for p in out["predictions"]:
+        assert abs(sum(p["probabilities"].values()) - 1) < 1e-5
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "missing.jpg"), "--bundle", str(bundle)])
+    assert res.exit_code == 2 and "missing.jpg" in res.output
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("fer", path=str(Path(sys.executable).parent))
+    assert exe, "the `fer` console script is not installed in this environment"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "study" in res.stdout and "predict" in res.stdout
