@@ -32,6 +32,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+	@mkdir -p $(JUPYTER_CONFIG_DIR) $(JUPYTER_DATA_DIR) $(JUPYTER_RUNTIME_DIR) $(IPYTHONDIR) \
+		$(MPLCONFIGDIR) $(HF_HOME) $(TORCH_HOME)
 
 study: install
 	$(BIN)/fer study run --profile $(PROFILE)

@@ -106,3 +106,11 @@ def ci_table(records: dict[str, dict], by: str = "model", digits: int = 3) -> pd
             row[name] = f"{m[name]:.{digits}f}" + ("" if low is None else f" [{low:.{digits}f}, {high:.{digits}f}]")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def first_seed_per(records: dict[str, dict], by: str = "model") -> dict[str, dict]:
+    """The record with the lowest seed for each value of ``by`` (e.g. one run per model)."""
+    firsts: dict[str, dict] = {}
+    for rec in sorted(records.values(), key=lambda r: r["params"].get("seed", 0)):
+        firsts.setdefault(rec["params"].get(by), rec)
+    return firsts

@@ -12,7 +12,10 @@ import types
 import typing
 from typing import Any, ClassVar
 
+from .data import AUGMENTATIONS, CLASS_WEIGHTS
 from .errors import ConfigError
+from .models import list_models
+from .train import MONITORS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
 
@@ -125,38 +128,35 @@ def config_for(stem: str) -> type[NotebookConfig]:
 
 
 DATA_FORMATS = ("auto", "rafdb", "fer2013", "imagefolder")
+NORMALIZATION_CHOICES = ("half", "imagenet")
 
 
-@register("01_data")
 @dataclasses.dataclass(frozen=True)
-class DataOverviewConfig(NotebookConfig):
+class DataConfig(NotebookConfig):
+    """The data parameters every data-reading notebook shares (see ``experiment.load_index``)."""
+
     data_path: str = "data/synthetic"
     data_format: str = "auto"
     variant: str = "aligned"
     val_fraction: float | None = 0.2   # None keeps the data set's own validation split (FER2013)
     subset: float = 1.0
     seed: int = 42
-    samples_per_class: int = 6
-    run_dir: str = "data/runs/01_data/default"
 
     choices: ClassVar[dict[str, tuple]] = {"data_format": DATA_FORMATS, "variant": ("aligned", "original")}
 
 
-AUGMENTATION_CHOICES = ("none", "hflip", "hflip_always", "hflip_rotate", "random_resized_crop", "minority")
-CLASS_WEIGHT_CHOICES = ("none", "inverse", "effective")
-NORMALIZATION_CHOICES = ("half", "imagenet")
+@register("01_data")
+@dataclasses.dataclass(frozen=True)
+class DataOverviewConfig(DataConfig):
+    samples_per_class: int = 6
+    run_dir: str = "data/runs/01_data/default"
 
 
 @register("02_cnn_baselines")
 @dataclasses.dataclass(frozen=True)
-class CNNBaselineConfig(NotebookConfig):
+class CNNBaselineConfig(DataConfig):
     """One CNN trained on the training split, selected on validation, tested once."""
 
-    data_path: str = "data/synthetic"
-    data_format: str = "auto"
-    variant: str = "aligned"
-    val_fraction: float | None = 0.2   # None keeps the data set's own validation split (FER2013)
-    subset: float = 1.0
     model: str = "densenet121"
     pretrained: bool = False
     image_size: int = 224
@@ -169,7 +169,6 @@ class CNNBaselineConfig(NotebookConfig):
     lr: float = 1e-3
     patience: int = 5
     monitor: str = "val_macro_f1"
-    seed: int = 42
     device: str = "auto"
     num_workers: int = 0
     channels_last: bool = True         # faster on CPU (1.25-1.35x) and GPU; same results
@@ -178,9 +177,9 @@ class CNNBaselineConfig(NotebookConfig):
     run_dir: str = "data/runs/02_cnn_baselines/default"
 
     choices: ClassVar[dict[str, tuple]] = {
-        "data_format": DATA_FORMATS, "variant": ("aligned", "original"),
-        "augmentation": AUGMENTATION_CHOICES, "class_weights": CLASS_WEIGHT_CHOICES,
-        "normalization": NORMALIZATION_CHOICES, "monitor": ("val_macro_f1", "val_loss"),
+        **DataConfig.choices,
+        "model": tuple(list_models()), "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
+        "normalization": NORMALIZATION_CHOICES, "monitor": tuple(MONITORS),
     }
 
 

@@ -114,3 +114,16 @@ def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None):
     axes[1].set_title("Validation macro F1")
     axes[1].set_ylim(0, 1)
     return axes
+
+
+def confusion_matrices(matrices: dict[str, list], ncols: int = 2, normalize: bool = True):
+    """One confusion-matrix heatmap per entry of ``matrices`` (title -> matrix), ``ncols`` per row."""
+    n = len(matrices)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 5 * nrows), squeeze=False)
+    for ax, (title, cm) in zip(axes.flat, matrices.items()):
+        confusion_matrix(cm, ax=ax, normalize=normalize, title=title)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

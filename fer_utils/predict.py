@@ -156,7 +156,8 @@ class Predictor:
                 raise DataError(f"image array must be uint8 H x W (grey) or H x W x 3, got {image.dtype} {image.shape}")
             image = Image.fromarray(image)
         elif not isinstance(image, Image.Image):
-            image = open_image(image)  # names the file when missing or corrupt
+            # names the file when missing or corrupt; decoded exactly as in training (make_datasets)
+            image = open_image(image, draft_size=self.preprocessing.image_size)
         return self.transform(image.convert("RGB"))
 
     def predict(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:

@@ -14,6 +14,7 @@ for var, sub in {
     "HF_HOME": "huggingface", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "xdg",
 }.items():
     os.environ[var] = str(_CACHE / sub)
+    (_CACHE / sub).mkdir(parents=True, exist_ok=True)
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
@@ -27,3 +28,14 @@ def synthetic_rafdb(tmp_path_factory) -> Path:
     from fer_utils.data import synthetic
 
     return synthetic.generate(tmp_path_factory.mktemp("synth") / "rafdb", seed=7, scale=0.01)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machines have 2 cores shared by several jobs: tiny models run fastest on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

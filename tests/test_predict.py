@@ -124,3 +124,20 @@ def test_find_latest_bundle(tmp_path, model):
     assert find_latest_bundle(tmp_path / "runs") == new
     os.utime(new / "bundle.json", (500_000, 500_000))
     assert find_latest_bundle(tmp_path / "runs") == old
+
+
+def test_predictor_on_files_matches_evaluation_on_the_test_split(tmp_path, synthetic_rafdb):
+    """The one inference path decodes and preprocesses images exactly as training/evaluation do."""
+    from fer_utils.data import load_dataset, make_datasets
+    from fer_utils.evaluate import predict_proba
+
+    torch.manual_seed(1)
+    prep = Preprocessing(48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    model = create_model("resnet18")
+    index = load_dataset(synthetic_rafdb)
+    test = index[index["split"] == "test"].head(8)
+    expected = predict_proba(model, make_datasets(test, prep.image_size, prep.mean, prep.std)["test"],
+                             device="cpu", num_workers=0)
+    bundle = save_bundle(tmp_path / "b", model, "resnet18", prep)
+    got = Predictor.from_bundle(bundle).predict(test["path"].tolist())
+    np.testing.assert_allclose(got, expected, atol=1e-5)

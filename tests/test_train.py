@@ -18,13 +18,7 @@ from fer_utils.train import HISTORY_COLUMNS, TrainConfig, fit
 N_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machines have 2 cores shared by several jobs: tiny models run fastest on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def colour_data(n: int, seed: int) -> TensorDataset:
