@@ -75,6 +75,11 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> dict:
     return manifest
 
 
+def _selects(name: str, stem: str) -> bool:
+    """``--only NAME`` selects a notebook by its stem (01_data), number (01) or name (data)."""
+    return stem == name or stem.startswith(name + "_") or stem.split("_", 1)[-1] == name
+
+
 def plan(manifest: dict, profile: str, data_path: str | Path, runs_root: str | Path,
          out_dir: str | Path, cache_dir: str | Path, only: Iterable[str] | None = None,
          notebooks_dir: str | Path | None = None) -> list[PlannedRun]:
@@ -86,13 +91,12 @@ def plan(manifest: dict, profile: str, data_path: str | Path, runs_root: str | P
     only = list(only or [])
     stems = list(manifest["notebooks"])
     for name in only:
-        if not any(s == name or s.startswith(name + "_") or s.split("_", 1)[-1] == name for s in stems):
+        if not any(_selects(name, s) for s in stems):
             raise ConfigError(f"--only {name!r} matches no notebook; known: {', '.join(stems)}")
     planned = []
     for stem, spec in manifest["notebooks"].items():
         spec = spec or {}
-        if only and not any(stem == n or stem.startswith(n + "_") or stem.split("_", 1)[-1] == n
-                            for n in only):
+        if only and not any(_selects(n, stem) for n in only):
             continue
         cfg = config_for(stem)
         where = f"study manifest, notebook {stem!r}"
