@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .data import AUGMENTATIONS, CLASS_WEIGHTS
 from .errors import ConfigError
+from .experiment import NORMALIZATIONS
 from .models import list_models
 from .train import MONITORS
 
@@ -128,7 +129,6 @@ def config_for(stem: str) -> type[NotebookConfig]:
 
 
 DATA_FORMATS = ("auto", "rafdb", "fer2013", "imagefolder")
-NORMALIZATION_CHOICES = ("half", "imagenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +179,7 @@ class CNNBaselineConfig(DataConfig):
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices,
         "model": tuple(list_models()), "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
-        "normalization": NORMALIZATION_CHOICES, "monitor": tuple(MONITORS),
+        "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS),
     }
 
 

@@ -15,11 +15,14 @@ from torch import nn
 from . import repro, runs
 from .data import class_weights, fingerprint, load_dataset, make_datasets, make_splits
 from .evaluate import evaluate, predict_proba, predictions_frame
-from .models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, create_model
+from .models import IMAGENET_MEAN, IMAGENET_STD, ORIGINAL_STUDY_PREPROCESSING, Preprocessing, create_model
 from .stats import bootstrap_ci
 from .train import FitResult, TrainConfig, fit
 
-NORMALIZATIONS = {"half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+NORMALIZATIONS = {
+    "half": (ORIGINAL_STUDY_PREPROCESSING.mean, ORIGINAL_STUDY_PREPROCESSING.std),  # the original study
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
 CI_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
