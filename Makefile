@@ -19,17 +19,28 @@ export TORCH_HOME := $(CACHE)/torch
 export XDG_CACHE_HOME := $(CACHE)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: study test install install-test synth book clean
+.PHONY: study test install install-test synth book clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
 
-# torch/torchvision first, pinned to what these machines carry (see ../shared/REFERENCE.md §4).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install --quiet -e ".[all]"
+# Everything is installed at the exact versions locked in constraints.txt. torch/torchvision go
+# first: the build machines carry torch 2.14.1 + torchvision 0.29.1 (a CUDA build) on local disk
+# and cannot install newer releases; these pins equal the lock (tests/test_packaging.py checks).
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
 	touch $@
+
+# Refresh constraints.txt after changing a range in pyproject.toml: resolve without the old lock,
+# then freeze what got installed (fer_utils itself excluded).
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[all]"
+	{ echo "# Exact versions of a tested install; the Makefile installs with pip install -c constraints.txt."; \
+	  echo "# Made by: .venv/bin/pip freeze --all --exclude-editable. Refresh with: make lock"; \
+	  $(BIN)/pip freeze --all --exclude-editable; } > constraints.txt
+	touch $(VENV)/.installed
 
 install: $(VENV)/.installed
 	@mkdir -p $(JUPYTER_CONFIG_DIR) $(JUPYTER_DATA_DIR) $(JUPYTER_RUNTIME_DIR) $(IPYTHONDIR) \
