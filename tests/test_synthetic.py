@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_utils.data import rafdb, synthetic
+from fer_utils.data.index import Problem
 from fer_utils.data.synthetic import (
     RAFDB_TEST_COUNTS,
     RAFDB_TRAIN_COUNTS,
     class_counts,
     draw_face,
     generate,
+    is_synthetic,
 )
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS
@@ -65,6 +68,54 @@ def test_every_listed_image_exists_in_both_variants_and_nothing_else(dataset):
     assert {p.name for p in (images / "original").iterdir()} == set(names)
 
 
+def test_layout_is_the_one_the_rafdb_loader_defines_and_reads(dataset):
+    """Written through fer_utils.data.rafdb: every variant scans without a single problem or
+    warning (no unlisted image), and loads with every listed image, label and split."""
+    labels = read_labels(dataset)
+    counts = class_counts(SCALE)
+    n_train = sum(counts["train"].values())
+    assert [name for name, _ in labels] == (
+        [rafdb.image_name("train", i, n_train) for i in range(1, n_train + 1)]
+        + [rafdb.image_name("test", i) for i in range(1, len(labels) - n_train + 1)])
+    for variant in rafdb.VARIANTS:
+        layout = rafdb.rafdb_layout(dataset, variant)
+        assert layout == rafdb.RafdbLayout.for_writing(dataset.resolve(), variant)
+        assert [item for item in rafdb.scan_rafdb(dataset, variant) if isinstance(item, Problem)] == []
+        index = rafdb.load_rafdb(dataset, variant)
+        assert index["path"].tolist() == [str(layout.image_path(name)) for name, _ in labels]
+        assert index["label"].tolist() == [label - 1 for _, label in labels]
+        assert index["split"].value_counts().to_dict() == {s: sum(c.values()) for s, c in counts.items()}
+
+
+def test_synthetic_source_has_no_rafdb_naming_of_its_own():
+    """Paths and names come from fer_utils.data.rafdb only, so writer and loader cannot drift."""
+    sources = sorted(Path(synthetic.__file__).parent.glob("*.py"))
+    assert {p.name for p in sources} >= {"__init__.py", "faces.py", "writer.py"}
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for literal in ("list_patition_label", "_aligned", "EmoLabel"):
+            assert literal not in text, (source.name, literal)
+
+
+def test_rafdb_writing_helpers_round_trip(tmp_path):
+    assert rafdb.image_name("train", 1) == "train_00001.jpg"
+    assert rafdb.image_name("test", 7) == "test_0007.jpg"
+    assert rafdb.image_name("test", 12, total=12345) == "test_00012.jpg"  # widened to fit the split
+    layout = rafdb.RafdbLayout.for_writing(tmp_path, "aligned")
+    assert layout.basic == tmp_path / "basic"
+    for variant in rafdb.VARIANTS:
+        other = rafdb.RafdbLayout.for_writing(tmp_path, variant)
+        assert other.label_name(other.image_path("test_0007.jpg").name) == "test_0007.jpg"
+    assert layout.label_name("test_0007.jpg") is None and layout.label_name("notes_aligned.jpg") is None
+    layout.label_file.parent.mkdir(parents=True)
+    layout.label_file.write_text(rafdb.label_line("train_00001.jpg", 4) + rafdb.label_line("test_0001.jpg", 0))
+    assert [item[1:] for item in rafdb.parse_label_file(layout.label_file)] == [
+        ("train_00001.jpg", 4, "train"), ("test_0001.jpg", 0, "test")]
+    for bad in [("val_00001.jpg", 0), ("train_1 x.jpg", 0), ("train_00001.jpg", 7)]:
+        with pytest.raises(ValueError):
+            rafdb.label_line(*bad)
+
+
 def test_images_are_rgb_jpegs_of_the_expected_sizes(dataset):
     images = dataset / "basic" / "Image"
     for name, _ in read_labels(dataset)[::7]:
@@ -97,6 +148,8 @@ def test_aligned_crop_shows_the_face_of_its_original(dataset):
 
 
 def test_synthetic_set_says_what_it_is(dataset):
+    assert is_synthetic(dataset) and is_synthetic(dataset / "basic")
+    assert not is_synthetic(dataset / "basic" / "Image")
     readme = (dataset / "SYNTHETIC.md").read_text(encoding="utf-8")
     assert "synthetic" in readme.lower() and "not real faces" in readme
     meta = json.loads((dataset / "synthetic.json").read_text(encoding="utf-8"))
@@ -159,11 +212,18 @@ def test_class_counts_rejects_bad_scales(bad):
 
 # --------------------------------------------------------------------------- determinism
 
-def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path):
-    first = generate(tmp_path / "a", seed=7, scale=0.001, min_per_class=1)
-    second = generate(tmp_path / "b", seed=7, scale=0.001, min_per_class=1, workers=2)
-    assert len(digests(first)) == len(digests(second)) > 40
-    assert digests(first) == digests(second)
+def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path, synthetic_rafdb):
+    """conftest's session set is generated in this process (seed 7, scale 0.01, workers=1)."""
+    parallel = generate(tmp_path / "rafdb", seed=7, scale=0.01, workers=2)
+    assert len(digests(synthetic_rafdb)) == len(digests(parallel)) > 300
+    assert digests(synthetic_rafdb) == digests(parallel)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_workers_must_be_a_positive_integer(tmp_path, bad):
+    with pytest.raises(ConfigError, match="workers"):
+        generate(tmp_path / "rafdb", scale=0.001, workers=bad)
+    assert not (tmp_path / "rafdb").exists()
 
 
 def test_different_seed_gives_different_images_and_order(tmp_path):

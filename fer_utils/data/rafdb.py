@@ -7,12 +7,17 @@ Layout (``root`` is the folder that contains ``basic/``, or ``basic/`` itself)::
     basic/Image/original/train_00001.jpg          variant "original"
 
 Labels 1..7 follow :data:`fer_utils.labels.EMOTIONS` (stored as 0..6); the split is the name
-prefix (``train_`` / ``test_``). RAF-DB has no validation split: carve one with
-:func:`fer_utils.data.splits.make_splits`.
+prefix (``train_`` / ``test_``), train names have five digits and test names four. RAF-DB has no
+validation split: carve one with :func:`fer_utils.data.splits.make_splits`.
+
+Reading and writing share this module: :func:`rafdb_layout` finds a tree to read,
+:meth:`RafdbLayout.for_writing`, :func:`image_name` and :func:`label_line` make one (the synthetic
+stand-in, :mod:`fer_utils.data.synthetic`, is written through them).
 """
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +26,31 @@ import pandas as pd
 
 from fer_utils.data.index import IMAGE_EXTENSIONS, Entry, Problem, index_from_scan
 from fer_utils.errors import ConfigError
-from fer_utils.labels import NUM_CLASSES, rafdb_to_index
+from fer_utils.labels import NUM_CLASSES, index_to_rafdb, rafdb_to_index
+from fer_utils.options import RAFDB_VARIANTS
 
+BASIC = "basic"
+"""The folder that holds RAF-DB (basic)'s label file and images."""
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
-VARIANTS: tuple[str, ...] = ("aligned", "original")
-SPLIT_PREFIXES: dict[str, str] = {"train_": "train", "test_": "test"}
+"""The label file, relative to ``basic/`` (the official name is misspelled)."""
+VARIANTS: tuple[str, ...] = RAFDB_VARIANTS
+"""Image variants, each a folder ``basic/Image/<variant>/``."""
+SPLITS: tuple[str, ...] = ("train", "test")
+"""RAF-DB's splits, in label-file order (train lines first)."""
+SPLIT_PREFIXES: dict[str, str] = {f"{split}_": split for split in SPLITS}
+"""Name prefix -> split."""
+NAME_DIGITS: dict[str, int] = dict(zip(SPLITS, (5, 4)))
+"""Digits of the image number in a split's names (``train_00001.jpg``, ``test_0001.jpg``)."""
+NAME_EXTENSION = ".jpg"
+_ALIGNED_SUFFIX = "_aligned"  # of the aligned variant's file names: train_00001_aligned.jpg
+_PREFIX_OF_SPLIT = {split: prefix for prefix, split in SPLIT_PREFIXES.items()}
+_NAME = re.compile("(?:" + "|".join(map(re.escape, SPLIT_PREFIXES)) + r")\d+" + re.escape(NAME_EXTENSION))
+
+
+def _checked_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown RAF-DB variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return variant
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,12 @@ class RafdbLayout:
 
     basic: Path
     variant: str
+
+    @classmethod
+    def for_writing(cls, root: str | os.PathLike, variant: str = "aligned") -> RafdbLayout:
+        """The layout to write a data set into: always ``root/basic/`` (unlike :func:`rafdb_layout`,
+        which also accepts ``basic/`` itself when reading)."""
+        return cls(Path(root) / BASIC, _checked_variant(variant))
 
     @property
     def label_file(self) -> Path:
@@ -47,17 +78,57 @@ class RafdbLayout:
         """Image file of a label-file name (``train_00001.jpg``) in this variant."""
         if self.variant == "aligned":
             stem, ext = os.path.splitext(name)
-            return self.image_dir / f"{stem}_aligned{ext}"
+            return self.image_dir / f"{stem}{_ALIGNED_SUFFIX}{ext}"
         return self.image_dir / name
+
+    def label_name(self, file_name: str) -> str | None:
+        """The label-file name of an image file of this variant, the inverse of :meth:`image_path`
+        (``train_00001_aligned.jpg`` -> ``train_00001.jpg``); None when ``file_name`` is not named
+        like a RAF-DB image of this variant."""
+        stem, ext = os.path.splitext(file_name)
+        if self.variant == "aligned":
+            if not stem.endswith(_ALIGNED_SUFFIX):
+                return None
+            stem = stem[: -len(_ALIGNED_SUFFIX)]
+        return stem + ext if _NAME.fullmatch(stem + ext) else None
 
 
 def rafdb_layout(root: str | os.PathLike, variant: str = "aligned") -> RafdbLayout:
     """The layout under ``root`` (the folder holding ``basic/``, or ``basic/`` itself)."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown RAF-DB variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    _checked_variant(variant)
     root = Path(root).resolve()
-    basic = root / "basic" if (root / "basic").is_dir() else root
+    basic = root / BASIC if (root / BASIC).is_dir() else root
     return RafdbLayout(basic, variant)
+
+
+def split_of(name: str) -> str | None:
+    """The split of a label-file name, from its prefix (``test_0001.jpg`` -> ``"test"``); None
+    when the name has no split prefix."""
+    return next((split for prefix, split in SPLIT_PREFIXES.items() if name.startswith(prefix)), None)
+
+
+def image_name(split: str, number: int, total: int = 0) -> str:
+    """Label-file name of image ``number`` (from 1) of ``split``: ``train_00001.jpg``, ``test_0001.jpg``.
+
+    The number has the split's :data:`NAME_DIGITS`, widened when ``total`` (the split's image
+    count) or ``number`` needs more, so that all names of a split have the same width.
+    """
+    if split not in _PREFIX_OF_SPLIT:
+        raise ValueError(f"unknown RAF-DB split {split!r}; expected one of {', '.join(SPLITS)}")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"image number must be a positive integer, got {number!r}")
+    digits = max(NAME_DIGITS[split], len(str(max(number, total))))
+    return f"{_PREFIX_OF_SPLIT[split]}{number:0{digits}d}{NAME_EXTENSION}"
+
+
+def label_line(name: str, label: int) -> str:
+    """The label-file line (newline included) of image ``name`` with internal label ``label`` 0..6:
+    ``label_line("train_00001.jpg", 4)`` is ``"train_00001.jpg 5\\n"``, read back by
+    :func:`parse_label_file`. Raises ValueError for a name without a split prefix or with
+    whitespace, or a label outside 0..6."""
+    if split_of(name) is None or name.split() != [name]:
+        raise ValueError(f"not a RAF-DB image name: {name!r}")
+    return f"{name} {index_to_rafdb(label)}\n"
 
 
 def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | Problem]:
@@ -87,9 +158,9 @@ def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | P
         except ValueError:
             yield Problem(where, f"label {raw_label!r} of {name} is not an integer 1..{NUM_CLASSES}", line_no)
             continue
-        split = next((s for prefix, s in SPLIT_PREFIXES.items() if name.startswith(prefix)), None)
+        split = split_of(name)
         if split is None:
-            yield Problem(where, f"image name {name!r} does not start with train_ or test_", line_no)
+            yield Problem(where, f"image name {name!r} does not start with {' or '.join(SPLIT_PREFIXES)}", line_no)
             continue
         stem = os.path.splitext(name)[0]  # the sample id
         if stem in seen:

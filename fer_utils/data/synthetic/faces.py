@@ -1,62 +1,32 @@
-"""Procedural synthetic faces written in RAF-DB's exact on-disk layout.
-
-The study's pipeline must run end to end without the real RAF-DB (licensed on request, never
-shipped). :func:`generate` writes a stand-in with the same files, names, label file and class
-proportions, so every loader, split and training step can be exercised on it::
-
-    out_dir/basic/EmoLabel/list_patition_label.txt     "train_00001.jpg 5" per line
-    out_dir/basic/Image/aligned/train_00001_aligned.jpg   100 x 100 face crop
-    out_dir/basic/Image/original/train_00001.jpg          the whole "photo"
-    out_dir/SYNTHETIC.md, out_dir/synthetic.json          what this is and how it was made
-
-As in the real set, train names have five digits (``train_00001``) and test names four
-(``test_0001``); train lines come first.
+"""Drawing one synthetic face: action units, identity, the photo around it and its aligned crop.
 
 Each face is drawn with Pillow from a vector of facial action-unit (AU) intensities. The seven
 classes are the EMFACS prototypes (:data:`PROTOTYPES`, see REFERENCE.md "Facial action units"),
 scaled by a per-image expression intensity in [0.3, 1], so weak expressions drift towards neutral
 and fear/surprise and anger/disgust share units as in real data. Identity (face shape, skin tone,
 hair, eye colour, glasses, occluders) and capture (background, placement, roll, lighting, colour
-cast, blur, noise, JPEG) vary per image so that the expression is learnable but not trivially.
+cast, blur, noise) vary per image so that the expression is learnable but not trivially.
 
-Everything is drawn from one ``numpy.random.Generator`` per image, seeded with
-``(seed, split, index)``: a data set is byte-identical for a given seed and ``scale``, whatever
-the number of worker processes.
+Everything is drawn from the one ``numpy.random.Generator`` passed in, in an order that does not
+depend on the class. :func:`render` gives an image's photo and aligned crop (what
+:mod:`fer_utils.data.synthetic.writer` stores); :func:`draw_face` gives the crop alone.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
-from fer_utils import __version__
-from fer_utils.errors import ConfigError, DataError
+from fer_utils.errors import ConfigError
 from fer_utils.labels import EMOTIONS, index_of
 
-GENERATOR_VERSION = 1
-"""Bumped whenever the same seed and scale would give different files."""
-DEFAULT_SEED = 0
-DEFAULT_SCALE = 0.1
 DEFAULT_ORIGINAL_SIZE = 160
+"""Long side of a photo, in pixels."""
 ALIGNED_SIZE = 100
-JPEG_QUALITY = 90
-SPLITS: tuple[str, ...] = ("train", "test")
-NAME_DIGITS: dict[str, int] = {"train": 5, "test": 4}
-"""Digits of the image number in RAF-DB's names (``train_00001``, ``test_0001``); widened
-automatically when a split has more images than the width can number."""
-LABEL_FILE = Path("basic") / "EmoLabel" / "list_patition_label.txt"
-
-RAFDB_TRAIN_COUNTS: dict[str, int] = dict(zip(EMOTIONS, (1290, 281, 717, 4772, 1982, 705, 2524)))
-RAFDB_TEST_COUNTS: dict[str, int] = dict(zip(EMOTIONS, (329, 74, 160, 1185, 478, 162, 680)))
-_RAFDB_COUNTS = {"train": RAFDB_TRAIN_COUNTS, "test": RAFDB_TEST_COUNTS}
+"""Side of an aligned crop, in pixels (RAF-DB's aligned images are 100 x 100)."""
 
 ACTION_UNITS: tuple[str, ...] = (
     "AU1",   # inner brow raiser
@@ -160,26 +130,6 @@ class _Scene:
     grey: bool
     blur: float            # Gaussian blur radius in final pixels (0 = none)
     noise: float           # Gaussian noise sigma in grey levels
-
-
-# --------------------------------------------------------------------------- class counts
-
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
-
-
-def class_counts(scale: float = DEFAULT_SCALE, min_per_class: int = 4) -> dict[str, dict[str, int]]:
-    """Images per split ("train", "test") and class (EMOTIONS order) at ``scale`` of RAF-DB.
-
-    Each count is RAF-DB's count times ``scale`` rounded half up, and at least ``min_per_class``
-    so that every class exists in both splits.
-    """
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or not math.isfinite(scale):
-        raise ConfigError(f"scale must be a positive number, got {scale!r}")
-    if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
-        raise ConfigError(f"min_per_class must be a positive integer, got {min_per_class!r}")
-    return {split: {e: max(min_per_class, _round_half_up(n * scale)) for e, n in counts.items()}
-            for split, counts in _RAFDB_COUNTS.items()}
 
 
 # --------------------------------------------------------------------------- sampling
@@ -682,8 +632,8 @@ def _photometric(image: Image.Image, scene: _Scene, affine: np.ndarray, blur: fl
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
 
 
-def _render(emotion: str, rng: np.random.Generator, intensity: float | None, original_size: int,
-            aligned_size: int) -> tuple[Image.Image, Image.Image]:
+def render(emotion: str, rng: np.random.Generator, intensity: float | None, original_size: int,
+           aligned_size: int) -> tuple[Image.Image, Image.Image]:
     """(original photo, aligned face crop) of one image, everything drawn from ``rng``."""
     face = _sample_face(emotion, rng, intensity)
     scene = _sample_scene(rng, original_size)
@@ -726,148 +676,4 @@ def draw_face(emotion: str | int, rng: np.random.Generator, size: int = ALIGNED_
         raise ConfigError(f"intensity must be in [0, 1] or None, got {intensity!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise ConfigError(f"size must be an integer >= 16, got {size!r}")
-    return _render(EMOTIONS[index_of(emotion)], rng, intensity, DEFAULT_ORIGINAL_SIZE, size)[1]
-
-
-# --------------------------------------------------------------------------- the data set
-
-_IMAGE_NAME = re.compile(r"(train|test)_\d+(_aligned)?\.jpg")
-
-
-@dataclass(frozen=True)
-class _Job:
-    seed: int
-    split: str
-    index: int             # 1-based number within the split
-    name: str              # label-file name, e.g. "train_00001.jpg"
-    emotion: int
-    original_size: int
-    basic: str
-
-
-def _plan(seed: int, counts: dict[str, dict[str, int]], original_size: int, basic: Path) -> list[_Job]:
-    """One job per image: train then test, numbered from 1, classes in a seeded random order."""
-    jobs = []
-    for split_id, split in enumerate(SPLITS):
-        labels = np.repeat(np.arange(len(EMOTIONS)), [counts[split][e] for e in EMOTIONS])
-        labels = np.random.default_rng([seed, split_id, 0]).permutation(labels)  # index 0: the shuffle
-        digits = max(NAME_DIGITS[split], len(str(len(labels))))
-        jobs += [_Job(seed, split, i, f"{split}_{i:0{digits}d}.jpg", int(label), original_size, str(basic))
-                 for i, label in enumerate(labels, start=1)]
-    return jobs
-
-
-def _write_image(job: _Job) -> None:
-    rng = np.random.default_rng([job.seed, SPLITS.index(job.split), job.index])
-    original, aligned = _render(EMOTIONS[job.emotion], rng, None, job.original_size, ALIGNED_SIZE)
-    stem = job.name[: -len(".jpg")]
-    images = Path(job.basic) / "Image"
-    aligned.save(images / "aligned" / f"{stem}_aligned.jpg", "JPEG", quality=JPEG_QUALITY)
-    original.save(images / "original" / job.name, "JPEG", quality=JPEG_QUALITY)
-
-
-def _prepare(out: Path) -> None:
-    """Refuse to write into anything but an earlier synthetic set, and clear that set's images."""
-    basic = out / "basic"
-    if not basic.exists():
-        return
-    if not (out / "synthetic.json").is_file():
-        raise DataError(f"{basic} already exists and {out / 'synthetic.json'} does not: refusing to write "
-                        f"synthetic images into what may be a real data set; choose an empty folder")
-    for variant in ("aligned", "original"):
-        folder = basic / "Image" / variant
-        if folder.is_dir():
-            for file in folder.iterdir():
-                if _IMAGE_NAME.fullmatch(file.name):
-                    file.unlink()
-
-
-def _metadata(seed: int, scale: float, min_per_class: int, original_size: int,
-              counts: dict[str, dict[str, int]]) -> dict:
-    return {
-        "dataset": "synthetic stand-in for RAF-DB (basic)",
-        "synthetic": True,
-        "generator": __name__,
-        "generator_version": GENERATOR_VERSION,
-        "fer_utils_version": __version__,
-        "seed": seed,
-        "scale": scale,
-        "min_per_class": min_per_class,
-        "original_size": original_size,
-        "aligned_size": ALIGNED_SIZE,
-        "jpeg_quality": JPEG_QUALITY,
-        "rafdb_labels": {str(i + 1): e for i, e in enumerate(EMOTIONS)},
-        "counts": counts,
-        "totals": {split: sum(c.values()) for split, c in counts.items()},
-    }
-
-
-def _readme(meta: dict) -> str:
-    rows = "\n".join(f"| {i + 1} | {e} | {meta['counts']['train'][e]} | {meta['counts']['test'][e]} |"
-                     for i, e in enumerate(EMOTIONS))
-    return f"""# Synthetic stand-in for RAF-DB (basic) -- not real faces
-
-Every image here is a **synthetic** cartoon face drawn procedurally by `{meta['generator']}`
-(generator version {meta['generator_version']}, fer_utils {meta['fer_utils_version']}) with
-seed {meta['seed']} and scale {meta['scale']} of RAF-DB's class counts. No photograph, no real
-person and no RAF-DB image is involved. Expressions follow the EMFACS action-unit prototypes.
-
-It copies RAF-DB's on-disk layout (`basic/EmoLabel/list_patition_label.txt`,
-`basic/Image/aligned/*_aligned.jpg` at {meta['aligned_size']} x {meta['aligned_size']},
-`basic/Image/original/*.jpg`) so that the study's pipeline can run without the licensed data.
-Accuracies measured on it say nothing about facial-expression recognition on real faces.
-
-Regenerate byte-identically with `fer_utils.data.synthetic.generate(out_dir, seed={meta['seed']},
-scale={meta['scale']})`; the parameters are in `synthetic.json`.
-
-| RAF-DB label | class | train | test |
-|---|---|---|---|
-{rows}
-| | total | {meta['totals']['train']} | {meta['totals']['test']} |
-"""
-
-
-def generate(out_dir, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
-             original_size: int = DEFAULT_ORIGINAL_SIZE, progress: bool = False, workers: int = 1,
-             min_per_class: int = 4) -> Path:
-    """Write a synthetic RAF-DB (basic) under ``out_dir`` and return ``out_dir`` as a Path.
-
-    Class counts are :func:`class_counts` (``scale`` of RAF-DB's, at least ``min_per_class``).
-    Originals are ``original_size`` pixels on their long side (square, 4:5 or 3:4, portrait or
-    landscape); aligned crops are 100 x 100. The files are byte-identical for the same ``seed``,
-    ``scale``, ``original_size`` and ``min_per_class``, whatever ``workers`` (processes) is.
-
-    ``out_dir`` may be new, empty, or an earlier synthetic set (its images are replaced); a
-    ``basic/`` folder without ``synthetic.json`` beside it raises DataError, so a real RAF-DB
-    copy is never overwritten. The label file is written last: a set without it is incomplete.
-    """
-    counts = class_counts(scale, min_per_class)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(original_size, bool) or not isinstance(original_size, int) or original_size < 64:
-        raise ConfigError(f"original_size must be an integer >= 64, got {original_size!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-    seed = int(seed)
-    out = Path(out_dir)
-    _prepare(out)
-    basic = out / "basic"
-    for folder in (basic / "EmoLabel", basic / "Image" / "aligned", basic / "Image" / "original"):
-        folder.mkdir(parents=True, exist_ok=True)
-    meta = _metadata(seed, scale, min_per_class, original_size, counts)
-    (out / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    (out / "SYNTHETIC.md").write_text(_readme(meta), encoding="utf-8")
-
-    jobs = _plan(seed, counts, original_size, basic)
-    with tqdm(total=len(jobs), desc="synthetic RAF-DB", unit="img", disable=not progress) as bar:
-        if workers == 1:
-            for job in jobs:
-                _write_image(job)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(_write_image, jobs, chunksize=32):
-                    bar.update()
-    lines = "".join(f"{job.name} {job.emotion + 1}\n" for job in jobs)
-    (out / LABEL_FILE).write_text(lines, encoding="utf-8")
-    return out
+    return render(EMOTIONS[index_of(emotion)], rng, intensity, DEFAULT_ORIGINAL_SIZE, size)[1]
