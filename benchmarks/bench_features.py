@@ -8,7 +8,9 @@ In one process, on the same images and model, it measures images per second of
 (c) the model's forward pass alone on tensors decoded and transformed beforehand, same batch size,
 
 and reports b/a (what batching and the pipeline buy; target >= 5x) and b/c (how close the
-pipeline gets to the forward pass alone; target >= 0.85), plus peak memory. Examples::
+pipeline gets to the forward pass alone; target >= 0.85), plus peak memory. With ``--cache`` it
+also times (b) once into an empty per-image cache (cold: compute, hash and write) and once more
+(warm: hash and read, nothing computed), in seconds. Examples::
 
     python benchmarks/bench_features.py --model resnet18 --image-size 100 --n 256 --no-channels-last
     python benchmarks/bench_features.py --data data/rafdb --device cuda --fp16 --json out.json
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC layout for (b) and (c) (extract_features' default)")
     parser.add_argument("--repeats", type=int, default=3, help="time each measurement this often, keep the best")
+    parser.add_argument("--cache", action="store_true", help="also time (b) with a cold and a warm cache")
     parser.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     num_workers = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
     preprocessing = model_info(args.model).preprocessing.with_size(args.image_size)
-    transform = build_transform(preprocessing.image_size, preprocessing.mean, preprocessing.std)
+    transform = build_transform(preprocessing)
     plain = create_model(args.model).eval().to(device)  # for (a): what a person writes first
     model = copy.deepcopy(plain)  # for (b) and (c), with the --channels-last/--fp16 options
     if args.channels_last:
@@ -125,9 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
                     x = preloaded[i:i + args.batch_size].to(device).contiguous(memory_format=memory_format)
                     model.forward_features(x).float().cpu()
 
-        def pipeline():
+        def pipeline(cache_dir=None):
             extract_features(model, index, preprocessing, batch_size=args.batch_size, num_workers=num_workers,
-                             device=str(device), cache_dir=None, amp=args.fp16, channels_last=args.channels_last)
+                             device=str(device), cache_dir=cache_dir, amp=args.fp16, channels_last=args.channels_last)
 
         naive_rows = rows[: args.naive_n]
 
@@ -142,13 +145,19 @@ def main(argv: list[str] | None = None) -> dict:
         rates = best_rates({"c": (forward_only, n), "b": (pipeline, n), "a": (naive, len(naive_rows))},
                            args.repeats)
         rate_a, rate_b, rate_c = rates["a"], rates["b"], rates["c"]
+        cache_seconds = {}
+        if args.cache:
+            for run in ("cold", "warm"):
+                start = time.perf_counter()
+                pipeline(Path(tmp) / "cache")
+                cache_seconds[f"cache_{run}_s"] = time.perf_counter() - start
 
     result = {
         "model": args.model, "device": str(device), "images": n, "naive_images": len(naive_rows),
         "image_size": args.image_size, "batch_size": args.batch_size, "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(), "fp16": args.fp16, "channels_last": args.channels_last,
         "a_naive_img_s": rate_a, "b_extract_features_img_s": rate_b, "c_forward_only_img_s": rate_c,
-        "b_over_a": rate_b / rate_a, "b_over_c": rate_b / rate_c, **peak_memory_mib(device),
+        "b_over_a": rate_b / rate_a, "b_over_c": rate_b / rate_c, **cache_seconds, **peak_memory_mib(device),
     }
     for key, value in result.items():
         print(f"{key:>26}: {value:.2f}" if isinstance(value, float) else f"{key:>26}: {value}")

@@ -1,48 +1,35 @@
-"""CNN feature extraction, batched, with a content-addressed cache on disk.
+"""CNN feature extraction, batched, with a per-image content-addressed cache on disk.
 
-``extract_features(model, index, preprocessing, cache_dir="data/cache/features")`` returns one
-feature vector per index row. The cache key is a sha256 over everything that determines the
-result: each image's content hash (in index order), the model weights' hash, the preprocessing,
-the feature layer and the numeric precision. A re-run with nothing changed reads the cache; a
-changed image byte, weight or setting computes afresh (into a new file: nothing is overwritten).
+``extract_features(model, index, preprocessing, cache_dir=paths.cache)`` returns one feature
+vector per index row. Each image's vector is a :class:`~fer_utils.cache.Cache` entry (namespace
+``features``) keyed by everything that determines it: the image's content hash, the model
+weights' hash, the preprocessing, the feature layer and the numeric precision (and
+:data:`CACHE_FORMAT`). Only the images without an entry are computed: a re-run with nothing
+changed computes nothing, a larger data set reuses the rows it shares with a smaller one, and
+shards extracted apart (or on other machines) add up. A changed image byte, weight or setting
+misses (a new entry; nothing is overwritten).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms import v2
 
-from fer_utils.data import FERDataset, build_transform, file_sha256
-from fer_utils.data.fingerprint import pixels_sha256
-from fer_utils.errors import DataError
-from fer_utils.models.registry import Preprocessing, create_model
+from fer_utils.cache import Cache
+from fer_utils.data import FERDataset, build_transform
+from fer_utils.data.fingerprint import image_hashes
+from fer_utils.models.registry import create_model
 from fer_utils.models.runtime import amp_dtype, batched_forward, make_loader, resolve_device, weights_sha256
+from fer_utils.preprocessing import Preprocessing
 
-CACHE_FORMAT = 1
-
-
-def image_hashes(index: pd.DataFrame) -> list[str]:
-    """sha256 of each sample's image content (file bytes or in-memory pixels), in index order."""
-    hashes = []
-    for row in index.itertuples(index=False):
-        if isinstance(row.pixels, np.ndarray):
-            hashes.append(pixels_sha256(row.pixels))
-        elif row.path is not None:
-            hashes.append(file_sha256(row.path))
-        else:
-            raise DataError(f"sample {row.id}: neither an image path nor pixels")
-    return hashes
+CACHE_NAMESPACE = "features"
+CACHE_FORMAT = 2
+"""Version of the feature entries (1 was a whole-matrix safetensors file per data set)."""
 
 
 def split_transform(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
@@ -65,37 +52,18 @@ def _feature_fn(model: nn.Module) -> tuple[str, Callable[[torch.Tensor], torch.T
     return "output", model
 
 
-def cache_key(image_hashes: list[str], weights_hash: str, preprocessing: Preprocessing, layer: str,
-              precision: str) -> str:
-    """sha256 of everything that determines a feature matrix."""
-    payload = {"format": CACHE_FORMAT, "images": image_hashes, "weights": weights_hash,
-               "preprocessing": preprocessing.to_dict(), "layer": layer, "precision": precision}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _read_cache(path: Path, key: str, n: int) -> np.ndarray | None:
-    """The cached matrix, or None when the file is absent, unreadable or not for this key."""
-    try:
-        with safe_open(path, framework="np") as handle:
-            if (handle.metadata() or {}).get("key") != key:
-                return None
-            features = handle.get_tensor("features")
-    except (SafetensorError, OSError):
-        return None
-    return features if features.shape[0] == n else None
-
-
-def _write_cache(path: Path, key: str, features: np.ndarray, ids: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"features": torch.from_numpy(features)}, tmp, metadata={"key": key, "ids": json.dumps(ids)})
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+def feature_keys(cache: Cache, index: pd.DataFrame, model: nn.Module, preprocessing: Preprocessing,
+                 layer: str, precision: str) -> list[str]:
+    """The cache key of each row's feature vector, in index order."""
+    shared = {"weights": weights_sha256(model), "preprocessing": preprocessing.to_dict(), "layer": layer,
+              "precision": precision}
+    return [cache.key(image=image_hash, **shared) for image_hash in image_hashes(index)]
 
 
 def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, preprocessing: Preprocessing,
                      batch_size: int = 64, num_workers: int | str = "auto", device: str = "auto",
-                     cache_dir: str | os.PathLike | None = None, model_id: str | None = None,
-                     amp: bool = False, channels_last: bool = True) -> tuple[list[str], np.ndarray]:
+                     cache_dir: str | os.PathLike | None = None, amp: bool = False,
+                     channels_last: bool = True) -> tuple[list[str], np.ndarray]:
     """``(ids, features [N, D] float32)`` of every row of ``index``, in index order.
 
     ``model_or_name`` is a module (a registry :class:`~fer_utils.models.Classifier` gives its
@@ -107,40 +75,47 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
     three registry CNNs on a 2-core CPU and suits GPUs. ``amp`` (autocast: bfloat16, or float16
     on GPUs without bfloat16) roughly doubled CPU throughput again on a CPU with AVX512-BF16, but
     bfloat16 features differ from float32 ones in the third significant digit, so it is off by
-    default and part of the cache key. ``cache_dir=None`` disables the cache; otherwise the result
-    is stored in ``cache_dir/<model_id>-<key prefix>.safetensors``, ``model_id`` defaulting to
-    the architecture (or class) name.
+    default and part of the cache key.
+
+    ``cache_dir`` is the cache root (e.g. :attr:`fer_utils.paths.ProjectPaths.cache`); each
+    image's vector is stored under ``cache_dir/features/`` (see the module docstring) and only
+    images without an entry are computed (an image present twice, once). ``cache_dir=None``
+    disables the cache. Entries are keyed by content, not by a model name: the same weights give
+    the same entries whatever the model is called.
     """
-    if isinstance(model_or_name, str):
-        model = create_model(model_or_name, pretrained=True)
-        model_id = model_id or model_or_name
-    else:
-        model = model_or_name
-        model_id = model_id or getattr(model, "arch", type(model).__name__)
+    model = create_model(model_or_name, pretrained=True) if isinstance(model_or_name, str) else model_or_name
+    if index.empty:
+        raise ValueError("no features to extract: the index is empty")
     ids = index["id"].astype(str).tolist()
     device = resolve_device(device)
     layer, forward = _feature_fn(model)
 
-    path = key = None
-    if cache_dir is not None:
-        precision = str(amp_dtype(device)) if amp else "float32"
-        key = cache_key(image_hashes(index), weights_sha256(model), preprocessing, layer, precision)
-        safe_id = re.sub(r"[^\w.-]", "_", model_id)
-        path = Path(cache_dir) / f"{safe_id}-{key[:16]}.safetensors"
-        cached = _read_cache(path, key, len(ids))
-        if cached is not None:
-            return ids, cached
+    def compute(rows: pd.DataFrame) -> np.ndarray:
+        """Feature matrix ``[len(rows), D]`` of these rows, computed."""
+        per_image, per_batch = split_transform(build_transform(preprocessing))
+        dataset = FERDataset(rows, per_image, draft_size=preprocessing.image_size)
+        model.eval().to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        loader = make_loader(dataset, batch_size, device, num_workers)
+        features, _ = batched_forward(lambda x: forward(per_batch(x)), loader, device, amp=amp,
+                                      channels_last=channels_last)
+        return features.reshape(len(features), -1).numpy()
 
-    per_image, per_batch = split_transform(
-        build_transform(preprocessing.image_size, preprocessing.mean, preprocessing.std))
-    dataset = FERDataset(index, per_image, draft_size=preprocessing.image_size)
-    model.eval().to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = make_loader(dataset, batch_size, device, num_workers)
-    features, _ = batched_forward(lambda x: forward(per_batch(x)), loader, device, amp=amp,
-                                  channels_last=channels_last)
-    features = features.reshape(len(features), -1).numpy()
-    if path is not None:
-        _write_cache(path, key, features, ids)
-    return ids, features
+    cache = Cache(cache_dir, CACHE_NAMESPACE, CACHE_FORMAT)
+    if not cache.enabled:
+        return ids, compute(index)
+    precision = str(amp_dtype(device)) if amp else "float32"
+    keys = feature_keys(cache, index, model, preprocessing, layer, precision)
+    rows = [row if row is not None and row.ndim == 1 and row.dtype == np.float32 else None
+            for row in cache.get_arrays(keys)]
+    todo: dict[str, int] = {}  # missing key -> its first row (an image present twice is computed once)
+    for i, (key, row) in enumerate(zip(keys, rows)):
+        if row is None:
+            todo.setdefault(key, i)
+    if todo:
+        computed = compute(index.iloc[list(todo.values())])
+        cache.put_arrays(list(todo), computed)
+        fresh = dict(zip(todo, computed))
+        rows = [fresh[key] if row is None else row for key, row in zip(keys, rows)]
+    return ids, np.stack(rows)

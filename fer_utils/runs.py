@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cache import atomic_write
 from .errors import DataError
 
 RECORD_FILES = ("params.json", "metrics.json", "predictions.csv", "history.csv", "provenance.json")
@@ -36,18 +37,19 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write ``obj`` as indented UTF-8 JSON, atomically (:func:`~fer_utils.cache.atomic_write`).
+
+    NumPy values, tuples and paths are converted; NaN and infinities become ``null``.
+    """
+    return atomic_write(path, json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def save_run(run_dir: str | Path, params: dict, metrics: dict, provenance: dict,
              predictions: pd.DataFrame | None = None, history: pd.DataFrame | None = None) -> Path:
-    """Write a run record atomically file by file; returns the folder."""
+    """Write a run record atomically file by file (:func:`~fer_utils.cache.atomic_write`); returns the folder.
+
+    A failing write leaves that file as it was (a previous record's, or absent).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "params.json", params)
@@ -55,7 +57,7 @@ def save_run(run_dir: str | Path, params: dict, metrics: dict, provenance: dict,
     write_json(run_dir / "provenance.json", provenance)
     for name, frame in (("predictions.csv", predictions), ("history.csv", history)):
         if frame is not None:
-            frame.to_csv(run_dir / name, index=False)
+            atomic_write(run_dir / name, frame.to_csv(index=False))
     return run_dir
 
 

@@ -12,12 +12,12 @@ def test_save_load_collect(tmp_path):
         runs.save_run(tmp_path / "nb" / name, params={"notebook": "nb", "model": name, "seed": 1},
                       metrics={"accuracy": acc, "per_class": {"fear": {"f1": acc / 2}},
                                "confusion_matrix": [[1, 0], [0, 1]]},
-                      provenance=repro.provenance(data_fingerprint="abc"),
+                      provenance=repro.provenance(data={"fingerprint": "abc"}),
                       predictions=pd.DataFrame({"id": ["x"], "true": [0], "predicted": [0]}),
                       history=pd.DataFrame({"epoch": [1], "train_loss": [1.0]}))
     record = runs.load_run(tmp_path / "nb" / "b")
     assert record["metrics"]["accuracy"] == 0.75
-    assert record["provenance"]["data_fingerprint"] == "abc"
+    assert record["provenance"]["data"]["fingerprint"] == "abc"
     assert list(record["predictions"].columns) == ["id", "true", "predicted"]
     table = runs.collect_runs(tmp_path)
     assert list(table["run"]) == ["a", "b"]
@@ -44,8 +44,33 @@ def test_missing_or_bad_record_files_are_named(tmp_path):
 
 
 def test_provenance_has_the_essentials():
-    p = repro.provenance(data_fingerprint="f", device="cpu")
+    p = repro.provenance(data={"fingerprint": "f"}, device="cpu")
     assert p["packages"]["torch"] and p["packages"]["fer_utils"]
-    assert p["data_fingerprint"] == "f" and p["device"]["requested"] == "cpu"
+    assert p["data"]["fingerprint"] == "f" and p["device"]["device"] == "cpu"
     assert p["git_sha"] is None or len(p["git_sha"].split("+")[0]) == 40
     json.dumps(p)
+
+
+class Unprintable:
+    """A cell whose text cannot be made: writing a table that holds one fails part-way."""
+
+    def __str__(self):
+        raise RuntimeError("cannot format this cell")
+
+
+def test_a_failing_write_keeps_the_previous_record(tmp_path):
+    run = tmp_path / "run"
+    old = pd.DataFrame({"id": ["a", "b"], "true": [0, 1], "predicted": [0, 1]})
+    runs.save_run(run, {"notebook": "n"}, {"accuracy": 1.0}, {}, predictions=old)
+    before = (run / "predictions.csv").read_bytes()
+    bad = pd.DataFrame({"id": ["c", "d"], "true": [2, 3], "predicted": [2, Unprintable()]})
+    with pytest.raises(RuntimeError, match="cannot format"):
+        runs.save_run(run, {"notebook": "n"}, {"accuracy": 0.5}, {}, predictions=bad)
+    assert (run / "predictions.csv").read_bytes() == before  # not truncated, not half-written
+    pd.testing.assert_frame_equal(runs.load_run(run)["predictions"], old)
+    metrics = (run / "metrics.json").read_bytes()
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        runs.write_json(run / "metrics.json", {"accuracy": 0.5, "cell": Unprintable()})
+    assert (run / "metrics.json").read_bytes() == metrics
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.json", "params.json", "predictions.csv",
+                                                     "provenance.json"]  # no temporary files left
