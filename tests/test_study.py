@@ -8,12 +8,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from fer_utils import runs, study
 from fer_utils.config import NOTEBOOK_CONFIGS
 from fer_utils.errors import ConfigError
+from fer_utils.paths import ENV_DIRS, ENV_HOME, project_paths
 
 REPO = Path(__file__).resolve().parent.parent
+MANIFEST = REPO / "notebooks" / "study.yaml"
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
@@ -27,7 +30,7 @@ def test_source_notebooks_carry_no_outputs():
 
 
 def test_every_notebook_is_in_the_manifest_with_a_config_and_parameters_cell():
-    manifest = study.load_manifest()
+    manifest = study.load_manifest(MANIFEST)
     assert set(manifest["notebooks"]) == {p.stem for p in NOTEBOOKS}
     for path in NOTEBOOKS:
         assert path.stem in NOTEBOOK_CONFIGS
@@ -38,32 +41,42 @@ def test_every_notebook_is_in_the_manifest_with_a_config_and_parameters_cell():
 
 
 def _plan(manifest, profile="quick", only=None):
-    return study.plan(manifest, profile, "/d", "/runs", "/out", "/cache", only=only)
+    return study.plan(manifest, profile, "/d", "/runs", "/out", "/cache", only=only, notebooks_dir="/nb")
 
 
 def test_plan_injects_paths_and_validates():
-    runs_ = _plan(study.load_manifest())
+    runs_ = _plan(study.load_manifest(MANIFEST))
     data = [r for r in runs_ if r.notebook == "01_data"]
     assert data and data[0].params["data_path"] == "/d"
     assert data[0].params["run_dir"] == "/runs/01_data/default"
     assert data[0].output == Path("/out/01_data/default.ipynb")
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
-        _plan(study.load_manifest(), profile="fast")
+        _plan(study.load_manifest(MANIFEST), profile="fast")
     with pytest.raises(ConfigError, match="--only 'nothing' matches no notebook"):
-        _plan(study.load_manifest(), only=["nothing"])
-    assert {r.notebook for r in _plan(study.load_manifest(), only=["data"])} == {"01_data"}
+        _plan(study.load_manifest(MANIFEST), only=["nothing"])
+    assert {r.notebook for r in _plan(study.load_manifest(MANIFEST), only=["data"])} == {"01_data"}
 
 
-def test_manifest_typos_are_errors_before_anything_runs(tmp_path):
-    bad = {"notebooks": {"01_data": {"runs": {"default": {"sampels_per_class": 3}}}}}
-    with pytest.raises(ConfigError, match="run 'default'.*unknown parameter.*sampels_per_class"):
-        _plan(bad)
-    bad = {"notebooks": {"01_data": {"profiles": {"quick": {"seed": "1"}}}}}
-    with pytest.raises(ConfigError, match="profile 'quick'.*'seed' must be int"):
-        _plan(bad)
+@pytest.mark.parametrize("notebook, match", [
+    ({"runs": {"default": {"sampels_per_class": 3}}}, "run 'default'.*unknown parameter.*sampels_per_class"),
+    ({"profiles": {"quick": {"seed": "1"}}}, "profile 'quick'.*'seed' must be int"),
+    ({"profiles": {"quik": {"samples_per_class": 2}}}, "notebook '01_data', profiles: unknown profile.*quik"),
+    ({"seeds": {"ful": [1, 2]}}, "notebook '01_data', seeds: unknown profile.*ful"),
+])
+def test_manifest_typos_are_errors_before_anything_runs(notebook, match):
+    with pytest.raises(ConfigError, match=match):
+        _plan({"notebooks": {"01_data": notebook}})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("notebooks:\n  01_data:\n    run: {}\n", "m.yaml: notebook '01_data': unknown key.*run"),
+    ("profiles: [quick, full]\nnotebooks:\n  01_data:\n    seeds: {default: [1]}\n",
+     "m.yaml: notebook '01_data', seeds: unknown profile.*default"),
+])
+def test_manifest_file_errors_name_the_file(tmp_path, text, match):
     path = tmp_path / "m.yaml"
-    path.write_text("notebooks:\n  01_data:\n    run: {}\n")
-    with pytest.raises(ConfigError, match="unknown key.*run"):
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
         study.load_manifest(path)
 
 
@@ -75,24 +88,183 @@ def test_seeds_expand_runs():
     assert [r.name for r in _plan(manifest, "quick")] == ["default"]
 
 
+GRID = {"augmentation": ["none", "hflip"], "class_weights": ["none", "inverse", "effective"]}
+
+
+def _grid_manifest(**spec):
+    """A manifest with one grid notebook (02_cnn_baselines) whose quick profile runs two cells."""
+    spec = {"grid": GRID, "profiles": {"quick": {"grid": {"augmentation": ["hflip"],
+                                                          "class_weights": ["none", "inverse"]}}}, **spec}
+    return {"profiles": ["quick", "default", "full"], "notebooks": {"02_cnn_baselines": spec}}
+
+
+def test_grid_expands_into_named_cells_times_runs_times_seeds():
+    full = _plan(_grid_manifest(), "full")
+    assert [r.name for r in full] == ["none-none", "none-inverse", "none-effective",
+                                      "hflip-none", "hflip-inverse", "hflip-effective"]
+    assert {(r.params["augmentation"], r.params["class_weights"]) for r in full} == {
+        (a, c) for a in GRID["augmentation"] for c in GRID["class_weights"]}
+    assert full[4].params["run_dir"] == "/runs/02_cnn_baselines/hflip-inverse"
+    assert full[4].output == Path("/out/02_cnn_baselines/hflip-inverse.ipynb")
+
+    manifest = _grid_manifest(runs={"vgg16": {"model": "vgg16"}, "resnet18": {"model": "resnet18"}},
+                              seeds={"full": [1, 2]})
+    full = _plan(manifest, "full")
+    assert len(full) == 2 * 6 * 2 and len({r.name for r in full}) == len(full)
+    assert [r.name for r in full[:3]] == ["vgg16-none-none-s1", "vgg16-none-none-s2", "vgg16-none-inverse-s1"]
+    last = full[-1]
+    assert last.name == "resnet18-hflip-effective-s2"
+    assert (last.params["model"], last.params["augmentation"], last.params["class_weights"],
+            last.params["seed"]) == ("resnet18", "hflip", "effective", 2)
+
+
+def test_grid_names_of_bools_and_numbers_are_readable_and_values_are_validated():
+    manifest = _grid_manifest(grid={"pretrained": [True, False], "lr": [1, 0.001]}, profiles={})
+    manifest["profiles"] = ["default"]
+    runs_ = _plan(manifest, "default")
+    assert [r.name for r in runs_] == ["pretrained-lr1", "pretrained-lr0p001", "no-pretrained-lr1",
+                                       "no-pretrained-lr0p001"]
+    assert runs_[0].params["lr"] == 1.0 and isinstance(runs_[0].params["lr"], float)  # as the config types it
+    manifest = _grid_manifest(grid={**GRID, "class_weights": ["none", "inverse", "efective"]})
+    with pytest.raises(ConfigError, match="notebook '02_cnn_baselines', grid.*'class_weights'.*efective"):
+        _plan(manifest, "full")
+    with pytest.raises(ConfigError, match="'class_weights'.*efective"):  # every value, not only the profile's
+        _plan(manifest, "quick")
+    with pytest.raises(ConfigError, match="grid.*unknown parameter.*augmentaton"):
+        _plan(_grid_manifest(grid={"augmentaton": ["none"]}, profiles={}), "full")
+
+
+def test_profiles_narrow_the_grid_to_subsets_only():
+    manifest = _grid_manifest()
+    manifest["notebooks"]["02_cnn_baselines"]["profiles"]["default"] = {"grid": {"augmentation": ["hflip"]}}
+    assert [r.name for r in _plan(manifest, "quick")] == ["hflip-none", "hflip-inverse"]
+    assert [r.name for r in _plan(manifest, "default")] == ["hflip-none", "hflip-inverse", "hflip-effective"]
+    assert len(_plan(manifest, "full")) == 6
+    manifest["notebooks"]["02_cnn_baselines"]["profiles"]["default"] = {"grid": {"augmentation": ["rrc"]}}
+    with pytest.raises(ConfigError, match="notebook '02_cnn_baselines', profile 'default', grid: "
+                                          "'augmentation' must be a non-empty subset.*'rrc'"):
+        _plan(manifest, "quick")
+    manifest["notebooks"]["02_cnn_baselines"]["profiles"]["default"] = {"grid": {"model": ["vgg16"]}}
+    with pytest.raises(ConfigError, match="profile 'default', grid: unknown grid parameter.*model"):
+        _plan(manifest, "quick")
+    with pytest.raises(ConfigError, match="grid parameter 'augmentation' is also set by profile 'full'"):
+        _plan(_grid_manifest(profiles={"quick": {"grid": {"augmentation": ["none"], "class_weights": ["none"]}},
+                                       "full": {"augmentation": "hflip"}}), "quick")
+    with pytest.raises(ConfigError, match="grid parameter 'augmentation' is also set by run 'a'"):
+        _plan(_grid_manifest(runs={"a": {"augmentation": "hflip"}}), "quick")
+
+
+def test_quick_runs_at_most_two_cells_of_every_grid():
+    with pytest.raises(ConfigError, match="notebook '02_cnn_baselines': profile 'quick' runs 3 cells.*at most 2"):
+        _plan(_grid_manifest(profiles={"quick": {"grid": {"augmentation": ["hflip"]}}}), "full")
+    manifest = study.load_manifest(MANIFEST)  # the committed manifest obeys it (checked on load)
+    for stem, spec in manifest["notebooks"].items():
+        cells = {tuple(r.params.get(k) for k in (spec or {}).get("grid") or {})
+                 for r in _plan(manifest, "quick", only=[stem])}
+        assert len(cells) <= 2, stem
+
+
+def test_run_names_of_the_committed_manifest_are_unchanged():
+    manifest = study.load_manifest(MANIFEST)
+    for profile in ("quick", "default", "full"):
+        cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
+        expected = ["vgg16", "resnet18", "densenet121"]
+        if profile == "full":
+            expected = [f"{m}-s{s}" for m in expected for s in (1, 2, 3)]
+        assert [r.name for r in cnn] == expected
+        assert all(r.params["model"] == r.name.split("-")[0] for r in cnn)
+        assert "augmentation" not in manifest["notebooks"]["02_cnn_baselines"]["runs"]["vgg16"]
+
+
+def test_committed_toc_is_rendered_from_the_manifest():
+    """`fer book build` rewrites _toc.yml; the committed one must be what it writes."""
+    assert (REPO / "_toc.yml").read_text(encoding="utf-8") == study.render_toc(study.load_manifest(MANIFEST))
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    chapters = toc["parts"][0]["chapters"]
+    assert chapters[0] == {"file": "book/original_study"}
+    assert chapters[-1]["sections"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
+
+
+def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
+    manifest = {"profiles": ["quick", "full"], "book": {"root": "book/intro", "caption": "Study"},
+                "notebooks": {"01_data": {}, "03_cnn_compare": {"book": {"part": "Comparisons"}},
+                              "02_cnn_baselines": {"seeds": {"full": [1]}, "book": {"parent": "01_data"}}}}
+    toc = yaml.safe_load(study.render_toc(manifest))
+    assert toc["root"] == "book/intro"
+    assert toc["parts"] == [
+        {"caption": "Study", "chapters": [{"file": "book/experiments/01_data/default", "sections": [
+            {"glob": "book/experiments/02_cnn_baselines/*"}]}]},  # default in quick, default-s1 in full
+        {"caption": "Comparisons", "chapters": [{"file": "book/experiments/03_cnn_compare/default"}]}]
+    nb = manifest["notebooks"]
+    nb["01_data"]["book"] = {"parent": "02_cnn_baselines"}
+    with pytest.raises(ConfigError, match="parent '02_cnn_baselines' has several runs"):
+        study.render_toc(manifest)
+    nb["01_data"]["book"] = {"parent": "03_cnn_compare"}
+    nb["03_cnn_compare"]["book"] = {"parent": "01_data"}
+    with pytest.raises(ConfigError, match="cycle"):
+        study.render_toc(manifest)
+    nb["03_cnn_compare"]["book"] = {"parnt": "01_data"}
+    with pytest.raises(ConfigError, match="notebook '03_cnn_compare', book: unknown key.*parnt"):
+        study.render_toc(manifest)
+    with pytest.raises(ConfigError, match="book: unknown key.*chapters"):
+        study.check_manifest({"book": {"chapters": []}, "notebooks": {}})
+
+
+def _project(folder: Path) -> Path:
+    (folder / "notebooks").mkdir(parents=True)
+    shutil.copy(MANIFEST, folder / "notebooks" / "study.yaml")
+    return folder.resolve()
+
+
+def test_plan_and_load_manifest_default_to_the_project_folder(tmp_path, monkeypatch):
+    for var in (ENV_HOME, *ENV_DIRS.values()):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no project folder"):
+        study.load_manifest()
+    project = _project(tmp_path / "here")
+    monkeypatch.chdir(project)
+    (data,) = study.plan(study.load_manifest(), "quick", only=["data"])
+    assert data.params["data_path"] == str(project / "data" / "synthetic")
+    assert data.params["run_dir"] == str(project / "data" / "runs" / "01_data" / "default")
+    assert data.source == project / "notebooks" / "01_data.ipynb"
+    assert data.output == project / "book" / "experiments" / "01_data" / "default.ipynb"
+    compare = study.plan(study.load_manifest(), "quick", data_path="/d", only=["03"])[0]
+    assert compare.params["runs_root"] == str(project / "data" / "runs")
+
+    elsewhere = _project(tmp_path / "elsewhere")
+    monkeypatch.setenv(ENV_HOME, str(elsewhere))
+    monkeypatch.setenv(ENV_DIRS["runs"], str(tmp_path / "records"))
+    (data,) = study.plan(study.load_manifest(), "quick", only=["data"])
+    assert data.params["data_path"] == str(elsewhere / "data" / "synthetic")
+    assert data.params["run_dir"] == str(tmp_path.resolve() / "records" / "01_data" / "default")
+    assert data.source == elsewhere / "notebooks" / "01_data.ipynb"
+
+
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory, synthetic_rafdb):
-    """Run the whole manifest (quick profile) into a scratch copy of the book sources."""
-    root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / name, root / name)
+    """Run the whole manifest (quick profile) in a scratch project folder ($FER_HOME) holding a copy
+    of the notebooks and the book sources; every folder but the data set is the project's default."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")  # _toc.yml: written by build_book
     shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("experiments"))
-    done = study.run_study(profile="quick", data_path=synthetic_rafdb, runs_root=root / "runs",
-                           out_dir=root / "book" / "experiments", cache_dir=root / "cache",
-                           echo=lambda *_: None)
-    return root, done
+    shutil.copytree(REPO / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV_DIRS.values():
+            mp.delenv(var, raising=False)
+        mp.setenv(ENV_HOME, str(root))
+        paths = project_paths()
+        done = study.run_study(profile="quick", data_path=synthetic_rafdb, echo=lambda *_: None)
+    return paths, done
 
 
 @pytest.mark.slow
 def test_every_notebook_executes_and_writes_its_run_record(quick_study, synthetic_rafdb):
-    root, done = quick_study
+    paths, done = quick_study
     assert {r.notebook for r, _ in done} == {p.stem for p in NOTEBOOKS}
     for run, _seconds in done:
+        assert run.output.parent.parent == paths.book_out
+        assert Path(run.params["run_dir"]).parent.parent == paths.runs
         nb = nbformat.read(run.output, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.get("output_type") == "error"]
@@ -101,19 +273,21 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
         assert record["params"]["notebook"] == run.notebook
         if "data_path" in record["params"]:
             assert record["params"]["data_path"] == str(synthetic_rafdb)
-        assert record["provenance"]["data_fingerprint"]
-    data = runs.load_run(root / "runs" / "01_data" / "default")
+        data = record["provenance"]["data"]      # a list on pages that compare runs
+        assert all(d["fingerprint"] and d["synthetic"] for d in (data if isinstance(data, list) else [data]))
+    data = runs.load_run(paths.runs / "01_data" / "default")
     meta = json.loads((synthetic_rafdb / "synthetic.json").read_text())
     assert data["metrics"]["n_images"] == sum(sum(c.values()) if isinstance(c, dict) else c
                                               for c in meta["counts"].values())
-    table = runs.collect_runs(root / "runs")
+    table = runs.collect_runs(paths.runs)
     assert set(table["notebook"]) == {p.stem for p in NOTEBOOKS}
 
 
 @pytest.mark.slow
 def test_book_builds_with_warnings_as_errors(quick_study):
-    root, _ = quick_study
-    html = study.build_book(root)
+    paths, _ = quick_study
+    html = study.build_book(paths.root)
+    assert (paths.root / "_toc.yml").read_text(encoding="utf-8") == (REPO / "_toc.yml").read_text(encoding="utf-8")
     assert "book/intro.html" in (html / "index.html").read_text(encoding="utf-8")
     assert "Facial expression recognition" in (html / "book" / "intro.html").read_text(encoding="utf-8")
     data_page = html / "book" / "experiments" / "01_data" / "default.html"
