@@ -4,6 +4,9 @@ Each parameterised notebook has a config dataclass here, registered under the no
 ``from_params`` rejects an unknown key or a value of the wrong type with a :class:`ConfigError`
 naming the key, so a typo in a papermill parameter is an error rather than a silent new variable.
 The study runner checks manifest parameters against the same dataclass before executing.
+
+This module imports only torch-free leaves (:mod:`~fer_utils.options`,
+:mod:`~fer_utils.preprocessing`), so validating a manifest never loads torch.
 """
 from __future__ import annotations
 
@@ -12,11 +15,9 @@ import types
 import typing
 from typing import Any, ClassVar
 
-from .data import AUGMENTATIONS, CLASS_WEIGHTS
 from .errors import ConfigError
-from .experiment import NORMALIZATIONS
-from .models import list_models
-from .train import MONITORS
+from .options import CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, RAFDB_VARIANTS
+from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
 
@@ -128,12 +129,9 @@ def config_for(stem: str) -> type[NotebookConfig]:
                           f"known: {', '.join(sorted(NOTEBOOK_CONFIGS))}") from None
 
 
-DATA_FORMATS = ("auto", "rafdb", "fer2013", "imagefolder")
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig(NotebookConfig):
-    """The data parameters every data-reading notebook shares (see ``experiment.load_index``)."""
+    """The data parameters every data-reading notebook shares (see ``experiment.load_data``)."""
 
     data_path: str = "data/synthetic"
     data_format: str = "auto"
@@ -142,7 +140,7 @@ class DataConfig(NotebookConfig):
     subset: float = 1.0
     seed: int = 42
 
-    choices: ClassVar[dict[str, tuple]] = {"data_format": DATA_FORMATS, "variant": ("aligned", "original")}
+    choices: ClassVar[dict[str, tuple]] = {"data_format": ("auto", *DATA_FORMATS), "variant": RAFDB_VARIANTS}
 
 
 @register("01_data")
@@ -178,7 +176,7 @@ class CNNBaselineConfig(DataConfig):
 
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices,
-        "model": tuple(list_models()), "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
+        "model": CNN_ARCHITECTURES, "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
         "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS),
     }
 

@@ -20,12 +20,18 @@ from tqdm.auto import tqdm
 
 from fer_utils.errors import ConfigError
 from fer_utils.evaluate import evaluate
-from fer_utils.models.runtime import amp_dtype, autocast, batched_forward, make_loader, resolve_device, to_device
+from fer_utils.models.runtime import (
+    amp_dtype,
+    autocast,
+    batched_forward,
+    call_model,
+    make_loader,
+    resolve_device,
+    to_device,
+)
+from fer_utils.options import MONITORS, OPTIMIZERS
 from fer_utils.repro import seed_everything
 
-MONITORS = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
-"""Metrics early stopping can watch, and whether larger or smaller is better."""
-OPTIMIZERS = ("adam", "adamw", "sgd")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
 
 
@@ -118,8 +124,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         progress: bool = True) -> FitResult:
     """Train ``model`` on ``train_ds``, validating on ``val_ds`` after every epoch.
 
-    Datasets yield ``(image_tensor, label_int)``. Training stops after ``config.epochs`` or when
-    ``config.monitor`` has not improved for ``config.patience`` epochs; the best epoch's weights
+    Datasets yield ``(inputs, label_int)``: inputs are an image tensor, a feature vector, or a
+    tuple/dict of tensors (see :func:`~fer_utils.models.runtime.call_model`), so a head on
+    cached arrays trains with the same loop as a CNN on images. Training stops after
+    ``config.epochs`` or when ``config.monitor`` has not improved for ``config.patience``
+    epochs; the best epoch's weights
     (kept in memory) are restored into ``model`` at the end. ``progress`` shows a tqdm bar with
     the last epoch's metrics.
     """
@@ -151,7 +160,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             x, y = to_device(x, device, config.channels_last), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, use_amp):
-                logits = model(x)
+                logits = call_model(model, x)
                 loss = F.cross_entropy(logits, y, weight=weights)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

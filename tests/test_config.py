@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from fer_utils.config import DataOverviewConfig, config_for
@@ -46,3 +50,35 @@ def test_optional_float_accepts_none():
     assert DataOverviewConfig.from_params({"val_fraction": None}).val_fraction is None
     with pytest.raises(ConfigError, match="must be float or None, got str"):
         DataOverviewConfig.from_params({"val_fraction": "none"})
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_equals_config_defaults(path):
+    """What a reader sees in a notebook's parameters cell is what its config defaults to."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    namespace: dict = {}
+    exec(compile(cell.source, f"{path.name}:parameters", "exec"), namespace)
+    namespace.pop("__builtins__")
+    assert namespace == config_for(path.stem)().to_dict()
+
+
+def test_validating_configs_and_paths_never_imports_torch():
+    code = ("import sys, fer_utils.config, fer_utils.preprocessing, fer_utils.options, fer_utils.paths; "
+            "from fer_utils.config import CNNBaselineConfig; CNNBaselineConfig.from_params({'model': 'vgg16'}); "
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'pandas') if m in sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_config_choices_follow_the_implementations():
+    from fer_utils.models import list_models
+    from fer_utils.options import CNN_ARCHITECTURES
+
+    assert list(CNN_ARCHITECTURES) == list_models()
+

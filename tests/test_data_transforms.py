@@ -9,7 +9,6 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from fer_utils.data import (
-    AUGMENTATIONS,
     build_dataset_transforms,
     build_transform,
     load_rafdb,
@@ -19,6 +18,9 @@ from fer_utils.data import (
 )
 from fer_utils.errors import ConfigError
 from fer_utils.labels import index_of
+from fer_utils.preprocessing import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+P32 = Preprocessing.preset(32, "half")
 
 LEFT_WHITE = Image.fromarray(np.hstack([np.full((16, 8, 3), 255, np.uint8), np.zeros((16, 8, 3), np.uint8)]))
 
@@ -28,70 +30,72 @@ def is_flipped(tensor: torch.Tensor) -> bool:
 
 
 def test_output_shape_dtype_and_normalisation():
-    out = build_transform(image_size=32)(Image.new("RGB", (10, 10), (255, 0, 255)))
+    out = build_transform(P32)(Image.new("RGB", (10, 10), (255, 0, 255)))
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     assert torch.allclose(out[0], torch.ones(32, 32)) and torch.allclose(out[1], -torch.ones(32, 32))
-    imagenet = build_transform(image_size=8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    imagenet = build_transform(Preprocessing(32, IMAGENET_MEAN, IMAGENET_STD))
     grey = imagenet(Image.new("RGB", (8, 8), (51, 51, 51)))
     assert grey[:, 0, 0].tolist() == pytest.approx([(0.2 - 0.485) / 0.229, (0.2 - 0.456) / 0.224, (0.2 - 0.406) / 0.225], abs=1e-5)
 
 
 def test_hflip_flips_about_half_seeded():
-    transform = build_transform(image_size=16, augmentation="hflip", train=True)
+    transform = build_transform(P32, augmentation="hflip", train=True)
     torch.manual_seed(0)
     flips = [is_flipped(transform(LEFT_WHITE)) for _ in range(200)]
     assert 80 <= sum(flips) <= 120
     torch.manual_seed(0)
     assert [is_flipped(transform(LEFT_WHITE)) for _ in range(200)] == flips
-    always = build_transform(image_size=16, augmentation="hflip_always", train=True)
+    always = build_transform(P32, augmentation="hflip_always", train=True)
     assert all(is_flipped(always(LEFT_WHITE)) for _ in range(10))
-    evaluation = build_transform(image_size=16, augmentation="hflip_always", train=False)
+    evaluation = build_transform(P32, augmentation="hflip_always", train=False)
     assert not any(is_flipped(evaluation(LEFT_WHITE)) for _ in range(10))
 
 
 @pytest.mark.parametrize("augmentation", ["none", "hflip", "hflip_always", "hflip_rotate", "random_resized_crop"])
 def test_every_preset_keeps_shape(augmentation):
-    transform = build_transform(image_size=24, augmentation=augmentation, train=True, rrc_scale=(0.5, 1.0))
-    assert transform(LEFT_WHITE).shape == (3, 24, 24)
+    transform = build_transform(P32, augmentation=augmentation, train=True, rrc_scale=(0.5, 1.0))
+    assert transform(LEFT_WHITE).shape == (3, 32, 32)
 
 
 def test_unknown_or_invalid_settings():
     with pytest.raises(ConfigError) as info:
-        build_transform(augmentation="mixup", train=True)
+        build_transform(P32, augmentation="mixup", train=True)
     assert all(name in str(info.value) for name in AUGMENTATIONS)
     with pytest.raises(ConfigError, match="build_dataset_transforms"):
-        build_transform(augmentation="minority", train=True)
+        build_transform(P32, augmentation="minority", train=True)
     with pytest.raises(ConfigError, match="rrc_scale"):
-        build_transform(augmentation="random_resized_crop", train=True, rrc_scale=(0.9, 0.5))
-    with pytest.raises(ConfigError, match="image_size"):
-        build_transform(image_size=0)
+        build_transform(P32, augmentation="random_resized_crop", train=True, rrc_scale=(0.9, 0.5))
+    with pytest.raises(ConfigError, match="needs a Preprocessing"):
+        build_transform(32)
+    with pytest.raises(ConfigError, match=r"image_size must be an int >= 32, got 16"):
+        Preprocessing.preset(16, "half")   # the one place sizes are checked
 
 
 def test_minority_classes_of_rafdb():
     labels = np.repeat(np.arange(7), RAFDB_TRAIN_COUNTS)
     assert minority_classes(labels) == {index_of("fear"), index_of("disgust"), index_of("anger")}
-    transform, augment, augment_labels = build_dataset_transforms(labels, "minority", image_size=16)
+    transform, augment, augment_labels = build_dataset_transforms(labels, "minority", P32)
     assert augment_labels == minority_classes(labels)
     assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in transform.transforms)
     assert any(isinstance(t, v2.RandomRotation) for t in augment.transforms)
-    assert build_dataset_transforms(labels, "hflip")[1:] == (None, None)
+    assert build_dataset_transforms(labels, "hflip", P32)[1:] == (None, None)
 
 
 def test_make_datasets_augments_train_only(tmp_path):
     make_rafdb(tmp_path, lines=[(f"train_{i:05d}.jpg", i % 7 + 1) for i in range(1, 29)]
                + [(f"test_{i:04d}.jpg", i % 7 + 1) for i in range(1, 8)])
     index = make_splits(load_rafdb(tmp_path), val_fraction=0.25, seed=0)
-    datasets = make_datasets(index, image_size=16, augmentation="hflip_always")
+    datasets = make_datasets(index, P32, augmentation="hflip_always")
     assert list(datasets) == ["train", "val", "test"]
     assert [len(d) for d in datasets.values()] == [21, 7, 7]
     image, label = datasets["test"][0]
-    assert image.shape == (3, 16, 16) and isinstance(label, int)
+    assert image.shape == (3, 32, 32) and isinstance(label, int)
 
     def flips(split):
         return [isinstance(t, v2.RandomHorizontalFlip) for t in datasets[split].transform.transforms]
     assert any(flips("train")) and not any(flips("val")) and not any(flips("test"))
-    minority = make_datasets(index, image_size=16, augmentation="minority")
+    minority = make_datasets(index, P32, augmentation="minority")
     assert minority["train"].augment_labels == minority_classes(index.loc[index["split"] == "train", "label"])
     assert minority["test"].augment_transform is None
     with pytest.raises(ConfigError, match="unknown augmentation"):
-        make_datasets(index, augmentation="flip")
+        make_datasets(index, P32, augmentation="flip")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from fer_utils.data import CLASS_WEIGHTS, class_weights
+from fer_utils.data import class_weights
+from fer_utils.options import CLASS_WEIGHTS
 from fer_utils.errors import ConfigError, DataError
 
 # counts 4, 2, 1, 1 over K = 4 classes, N = 8

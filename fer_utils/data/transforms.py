@@ -1,8 +1,8 @@
 """Image transforms and augmentation presets, and the per-split torch data sets.
 
-Every transform is ``Resize((size, size))`` -> [augmentation, training only] -> ``ToImage`` ->
-``ToDtype(float32, scale=True)`` -> ``Normalize(mean, std)``. Augmentation presets
-(:data:`AUGMENTATIONS`):
+Every transform follows a :class:`~fer_utils.preprocessing.Preprocessing`: ``Resize((size, size))``
+-> [augmentation, training only] -> ``ToImage`` -> ``ToDtype(float32, scale=True)`` ->
+``Normalize(mean, std)``. Augmentation presets (:data:`~fer_utils.preprocessing.AUGMENTATIONS`):
 
 ``none``                no augmentation
 ``hflip``               ``RandomHorizontalFlip(p=0.5)``
@@ -27,12 +27,7 @@ from torchvision.transforms import v2
 from fer_utils.data.dataset import FERDataset
 from fer_utils.data.index import SPLITS, check_index, class_counts
 from fer_utils.errors import ConfigError
-
-AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "hflip_always", "hflip_rotate", "random_resized_crop", "minority")
-MINORITY_AUGMENTATION = "hflip_rotate"
-"""The preset the ``minority`` augmentation applies to minority classes."""
-
-Triple = tuple[float, float, float]
+from fer_utils.preprocessing import AUGMENTATIONS, MINORITY_AUGMENTATION, Preprocessing
 
 
 def _check_augmentation(augmentation: str) -> None:
@@ -59,32 +54,30 @@ def _augmentation_steps(augmentation: str, image_size: int, rrc_scale: Sequence[
 
 
 def build_transform(
-    image_size: int = 100,
-    mean: Triple = (0.5, 0.5, 0.5),
-    std: Triple = (0.5, 0.5, 0.5),
+    preprocessing: Preprocessing,
     augmentation: str = "none",
     train: bool = False,
     rrc_scale: tuple[float, float] = (0.8, 1.0),
     rotate_degrees: float = 15,
 ) -> v2.Compose:
-    """PIL image -> normalised float tensor ``(3, image_size, image_size)``.
+    """PIL image -> normalised float tensor ``(3, size, size)`` as ``preprocessing`` says.
 
     The augmentation is used only when ``train`` is true. An unknown augmentation name raises
     :class:`~fer_utils.errors.ConfigError` listing the valid names; ``"minority"`` is valid only
-    through :func:`build_dataset_transforms`, because it depends on the labels.
+    through :func:`build_dataset_transforms`, because it depends on the labels. The size and
+    statistics were checked when the :class:`~fer_utils.preprocessing.Preprocessing` was made.
     """
     _check_augmentation(augmentation)
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise ConfigError(f"image_size must be a positive int, got {image_size!r}")
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ConfigError(f"mean and std must be 3 values each, std > 0; got mean={mean}, std={std}")
-    steps = _augmentation_steps(augmentation, image_size, rrc_scale, rotate_degrees) if train else []
+    if not isinstance(preprocessing, Preprocessing):
+        raise ConfigError(f"build_transform needs a Preprocessing, got {type(preprocessing).__name__}")
+    size = preprocessing.image_size
+    steps = _augmentation_steps(augmentation, size, rrc_scale, rotate_degrees) if train else []
     return v2.Compose([
-        v2.Resize((image_size, image_size), antialias=True),
+        v2.Resize((size, size), antialias=True),
         *steps,
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
+        v2.Normalize(list(preprocessing.mean), list(preprocessing.std)),
     ])
 
 
@@ -97,9 +90,7 @@ def minority_classes(labels: Iterable[int]) -> frozenset[int]:
 def build_dataset_transforms(
     labels: Iterable[int],
     augmentation: str,
-    image_size: int = 100,
-    mean: Triple = (0.5, 0.5, 0.5),
-    std: Triple = (0.5, 0.5, 0.5),
+    preprocessing: Preprocessing,
     rrc_scale: tuple[float, float] = (0.8, 1.0),
     rotate_degrees: float = 15,
 ) -> tuple[v2.Compose, v2.Compose | None, frozenset[int] | None]:
@@ -110,19 +101,17 @@ def build_dataset_transforms(
     other preset the augmentation applies to every sample and the last two items are ``None``.
     """
     _check_augmentation(augmentation)
-    common = dict(image_size=image_size, mean=mean, std=std, rrc_scale=rrc_scale, rotate_degrees=rotate_degrees)
+    common = dict(rrc_scale=rrc_scale, rotate_degrees=rotate_degrees)
     if augmentation != "minority":
-        return build_transform(augmentation=augmentation, train=True, **common), None, None
-    return (build_transform(augmentation="none", **common),
-            build_transform(augmentation=MINORITY_AUGMENTATION, train=True, **common),
+        return build_transform(preprocessing, augmentation, train=True, **common), None, None
+    return (build_transform(preprocessing, "none", **common),
+            build_transform(preprocessing, MINORITY_AUGMENTATION, train=True, **common),
             minority_classes(labels))
 
 
 def make_datasets(
     index: pd.DataFrame,
-    image_size: int = 100,
-    mean: Triple = (0.5, 0.5, 0.5),
-    std: Triple = (0.5, 0.5, 0.5),
+    preprocessing: Preprocessing,
     augmentation: str = "none",
     rrc_scale: tuple[float, float] = (0.8, 1.0),
     rotate_degrees: float = 15,
@@ -133,15 +122,17 @@ def make_datasets(
     """
     check_index(index)
     _check_augmentation(augmentation)
-    common = dict(image_size=image_size, mean=mean, std=std, rrc_scale=rrc_scale, rotate_degrees=rotate_degrees)
+    common = dict(rrc_scale=rrc_scale, rotate_degrees=rotate_degrees)
     datasets = {}
     for split in SPLITS:
         part = index[index["split"] == split]
         if part.empty:
             continue
         if split == "train":
-            transform, augment_transform, augment_labels = build_dataset_transforms(part["label"], augmentation, **common)
+            transform, augment_transform, augment_labels = build_dataset_transforms(
+                part["label"], augmentation, preprocessing, **common)
         else:
-            transform, augment_transform, augment_labels = build_transform(**common), None, None
-        datasets[split] = FERDataset(part, transform, augment_transform, augment_labels, draft_size=image_size)
+            transform, augment_transform, augment_labels = build_transform(preprocessing, **common), None, None
+        datasets[split] = FERDataset(part, transform, augment_transform, augment_labels,
+                                     draft_size=preprocessing.image_size)
     return datasets

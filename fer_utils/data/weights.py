@@ -20,8 +20,8 @@ import torch
 from fer_utils.data.index import class_counts
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
+from fer_utils.options import CLASS_WEIGHTS
 
-CLASS_WEIGHTS: tuple[str, ...] = ("none", "inverse", "effective")
 
 
 def class_weights(labels, scheme: str, num_classes: int = NUM_CLASSES, beta: float = 0.999) -> torch.Tensor | None:

@@ -1,11 +1,10 @@
-"""CNN registry (name -> backbone with a feature vector and a classification head) and runtime helpers."""
+"""CNN registry (name -> backbone with a feature vector and a classification head) and runtime helpers.
+
+Preprocessing and its presets live in the torch-free :mod:`fer_utils.preprocessing`.
+"""
 from fer_utils.models.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ORIGINAL_STUDY_PREPROCESSING,
     Classifier,
     ModelInfo,
-    Preprocessing,
     create_model,
     list_models,
     model_info,
@@ -13,7 +12,4 @@ from fer_utils.models.registry import (
     weights_path,
 )
 
-__all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "ORIGINAL_STUDY_PREPROCESSING", "Classifier", "ModelInfo",
-    "Preprocessing", "create_model", "list_models", "model_info", "register_model", "weights_path",
-]
+__all__ = ["Classifier", "ModelInfo", "create_model", "list_models", "model_info", "register_model", "weights_path"]

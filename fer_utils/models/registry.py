@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,53 +26,7 @@ from torch import nn
 
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.labels import NUM_CLASSES
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-MIN_IMAGE_SIZE = 32
-"""The registry CNNs downsample by 32 (VGG16's five poolings need at least 32 px)."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes a model input: resize to ``image_size`` square, normalise per channel."""
-
-    image_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __post_init__(self):
-        size = self.image_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
-            raise ConfigError(f"preprocessing.image_size must be an int >= {MIN_IMAGE_SIZE}, got {self.image_size!r}")
-        for key in ("mean", "std"):
-            try:
-                value = tuple(float(v) for v in getattr(self, key))
-            except (TypeError, ValueError):
-                value = ()
-            if len(value) != 3:
-                raise ConfigError(f"preprocessing.{key} needs 3 numbers (R, G, B), got {getattr(self, key)!r}")
-            object.__setattr__(self, key, value)
-        if min(self.std) <= 0:
-            raise ConfigError(f"preprocessing.std must be positive, got {self.std}")
-
-    def with_size(self, image_size: int) -> Preprocessing:
-        return replace(self, image_size=image_size)
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (lists, not tuples); :meth:`from_dict` reads it back."""
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> Preprocessing:
-        unknown = set(data) - {"image_size", "mean", "std"}
-        if unknown:
-            raise ConfigError(f"unknown preprocessing key(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-
-ORIGINAL_STUDY_PREPROCESSING = Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-"""What the original notebooks did: resize to 224, mean = std = 0.5 (REFERENCE.md section 1)."""
+from fer_utils.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,20 @@
+"""Names of the training choices a notebook config offers: torch-free, so that validating a study
+manifest never imports torch. The modules that implement each choice import its names from here
+(and a test keeps the CNN registry in step with :data:`CNN_ARCHITECTURES`)."""
+from __future__ import annotations
+
+CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "resnet18", "vgg16")
+"""The architectures of :mod:`fer_utils.models.registry`, sorted."""
+
+MONITORS: dict[str, str] = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
+"""Metrics early stopping can watch, and whether larger or smaller is better."""
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
+
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "inverse", "effective")
+"""Loss weighting schemes (see :mod:`fer_utils.data.weights`)."""
+
+DATA_FORMATS: tuple[str, ...] = ("rafdb", "fer2013", "imagefolder")
+"""Data set formats a loader reads (``"auto"`` detects one)."""
+
+RAFDB_VARIANTS: tuple[str, ...] = ("aligned", "original")
