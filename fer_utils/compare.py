@@ -1,5 +1,6 @@
 """Comparisons across run records: summary tables (mean ± std over seeds), the original study's
-reported numbers beside ours, and McNemar's test between models on the same test images."""
+reported numbers beside ours, per-run confidence intervals and per-class scores, and paired tests
+(McNemar, paired bootstrap of the macro-F1 difference) between models on the same test images."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,7 @@ import pandas as pd
 
 from .labels import EMOTIONS
 from .runs import collect_runs, load_run
-from .stats import mcnemar
+from .stats import mcnemar, paired_bootstrap
 
 ORIGINAL_REPORTED = pd.DataFrame(
     # The write-up's CNN table (1,533-image half test set); its "F1" is weighted F1 (flaw 2).
@@ -76,8 +77,11 @@ def histories(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def pairwise_mcnemar(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
-    """McNemar's test for every pair of runs that share a seed and the same test images."""
+def pairwise_tests(records: dict[str, dict], by: str = "model", n_bootstrap: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Paired tests for every pair of runs that share a seed and the same test images: McNemar's
+    test on their disagreements and, with ``n_bootstrap > 0``, the macro-F1 difference A − B with
+    its paired percentile-bootstrap 95 % interval (resamples seeded by ``seed``)."""
     rows = []
     for (ra, a), (rb, b) in itertools.combinations(records.items(), 2):
         if a["params"].get("seed") != b["params"].get("seed") or a["predictions"] is None \
@@ -89,10 +93,20 @@ def pairwise_mcnemar(records: dict[str, dict], by: str = "model") -> pd.DataFram
                 (merged["true_a"] != merged["true_b"]).any():
             continue  # not the same test images: no paired test
         test = mcnemar(merged["true_a"], merged["predicted_a"], merged["predicted_b"])
-        rows.append({"A": a["params"].get(by), "B": b["params"].get(by), "seed": a["params"].get("seed"),
-                     "A right, B wrong": test["b"], "A wrong, B right": test["c"],
-                     "p_value": test["p_value"], "method": test["method"]})
+        row = {"A": a["params"].get(by), "B": b["params"].get(by), "seed": a["params"].get("seed"),
+               "A right, B wrong": test["b"], "A wrong, B right": test["c"],
+               "p_value": test["p_value"], "method": test["method"]}
+        if n_bootstrap > 0:
+            diff, low, high = paired_bootstrap(merged["true_a"], merged["predicted_a"], merged["predicted_b"],
+                                               "macro_f1", n_boot=n_bootstrap, seed=seed)
+            row.update({"macro F1 A − B": diff, "95% CI low": low, "95% CI high": high})
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_class_table(metrics: dict) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (rows in class order) of one run's metrics."""
+    return pd.DataFrame(metrics["per_class"]).T.loc[list(EMOTIONS)]
 
 
 def ci_table(records: dict[str, dict], by: str = "model", digits: int = 3) -> pd.DataFrame:
@@ -114,3 +128,13 @@ def first_seed_per(records: dict[str, dict], by: str = "model") -> dict[str, dic
     for rec in sorted(records.values(), key=lambda r: r["params"].get("seed", 0)):
         firsts.setdefault(rec["params"].get(by), rec)
     return firsts
+
+
+def data_records(records: dict[str, dict]) -> list[dict]:
+    """The distinct data records (``provenance.data``) of the compared runs, in run order."""
+    seen: list[dict] = []
+    for rec in records.values():
+        data = rec["provenance"].get("data")
+        if data not in seen:
+            seen.append(data)
+    return seen

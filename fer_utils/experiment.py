@@ -1,7 +1,13 @@
-"""Steps that the study's notebooks share: load and split data, train and test a CNN once,
-report test metrics with confidence intervals, write the run record (and a model bundle).
+"""Steps that the study's notebooks share, each usable on its own:
 
-A notebook calls these and keeps only its parameters, plots and the record of results.
+- :func:`load_data`: a config's data set, split into train / val / test, and its data record;
+- :func:`training_config`: the :class:`~fer_utils.train.TrainConfig` of a notebook config;
+- :func:`fit_and_score`: ``fit`` on train/val, then the test split read once and scored with
+  confidence intervals (:func:`score_test`) — for a CNN on images or a head on cached arrays;
+- :func:`record` and :func:`save_run`: the run record (and the model bundle).
+
+:func:`train_cnn` strings them together for one CNN. A notebook calls these and keeps only its
+parameters, plots and the record of results.
 """
 from __future__ import annotations
 
@@ -11,30 +17,50 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from torch import nn
+from torch.utils.data import Dataset
 
 from . import repro, runs
-from .data import class_weights, fingerprint, load_dataset, make_datasets, make_splits
+from .data import class_weights, describe_dataset, load_dataset, make_datasets, make_splits
 from .evaluate import evaluate, predict_proba, predictions_frame
-from .models import IMAGENET_MEAN, IMAGENET_STD, ORIGINAL_STUDY_PREPROCESSING, Preprocessing, create_model
+from .models import create_model
+from .predict import save_bundle
+from .preprocessing import Preprocessing
 from .stats import bootstrap_ci
 from .train import FitResult, TrainConfig, fit
 
-NORMALIZATIONS = {
-    "half": (ORIGINAL_STUDY_PREPROCESSING.mean, ORIGINAL_STUDY_PREPROCESSING.std),  # the original study
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-}
 CI_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+"""The test metrics reported with a bootstrap interval (and stored in model bundles)."""
 
 
-def load_index(cfg) -> pd.DataFrame:
-    """The data set of a config with data fields, split into train / val / test."""
-    index = load_dataset(cfg.data_path, fmt=cfg.data_format, variant=cfg.variant)
-    return make_splits(index, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                       subset=None if cfg.subset >= 1 else cfg.subset)
+def load_data(cfg) -> tuple[pd.DataFrame, dict]:
+    """``(index, data record)`` of a config with data fields: the data set at ``cfg.data_path``
+    split into train / val / test, and what it is (:func:`~fer_utils.data.describe_dataset`)."""
+    full = load_dataset(cfg.data_path, fmt=cfg.data_format, variant=cfg.variant)
+    index = make_splits(full, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                        subset=None if cfg.subset >= 1 else cfg.subset)
+    return index, describe_dataset(cfg.data_path, full, split_index=index)
 
 
-def test_metrics(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """:func:`~fer_utils.evaluate.evaluate` plus percentile-bootstrap 95 % intervals."""
+def preprocessing_of(cfg) -> Preprocessing:
+    """The :class:`Preprocessing` of a config with ``image_size`` and ``normalization``."""
+    return Preprocessing.preset(cfg.image_size, cfg.normalization)
+
+
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "class_weights")
+
+
+def training_config(cfg, train_labels=None) -> TrainConfig:
+    """The :class:`TrainConfig` of a notebook config: every ``TrainConfig`` field the config has
+    (batch_size, lr, epochs, patience, monitor, seed, device, ...) by name, and the class
+    weights of the scheme ``cfg.class_weights`` computed from ``train_labels``."""
+    given = {name: getattr(cfg, name) for name in _TRAIN_FIELDS if hasattr(cfg, name)}
+    scheme = getattr(cfg, "class_weights", "none")
+    return TrainConfig(**given, class_weights=class_weights(train_labels, scheme) if scheme != "none" else None)
+
+
+def score_test(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """:func:`~fer_utils.evaluate.evaluate` of the test split plus percentile-bootstrap 95 %
+    intervals (``ci95``) of :data:`CI_METRICS` (none when ``n_bootstrap`` is 0)."""
     metrics = evaluate(y_true, proba)
     y_pred = np.asarray(proba).argmax(1)
     metrics["ci95"] = {}
@@ -46,50 +72,71 @@ def test_metrics(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
 
 
 @dataclasses.dataclass
-class CNNRun:
+class TrainedRun:
+    """A model trained on train, selected on val and scored once on test."""
+
     model: nn.Module
-    preprocessing: Preprocessing
-    index: pd.DataFrame
     fit: FitResult
     train_config: TrainConfig
-    metrics: dict          # test metrics (read once, after selection on validation)
-    predictions: pd.DataFrame
-    data_fingerprint: str
+    metrics: dict                 # test metrics + the selection facts (best epoch, val score)
+    predictions: pd.DataFrame     # per test sample: id, true, predicted, probabilities
+    data: dict                    # the data record (name, path, fingerprint, synthetic, ...)
+    preprocessing: Preprocessing | None = None   # image models: how an image becomes an input
 
 
-def train_cnn(cfg, progress: bool = True) -> CNNRun:
+def fit_and_score(model: nn.Module, train: Dataset, val: Dataset, test: Dataset, test_ids, test_labels,
+                  tcfg: TrainConfig, data: dict, n_bootstrap: int = 1000, progress: bool = True,
+                  preprocessing: Preprocessing | None = None) -> TrainedRun:
+    """``fit`` on ``train``/``val`` (early stopping and selection on val only), then read the
+    ``test`` set once: probabilities, :func:`score_test` and the predictions table. The data sets
+    may hold images or cached feature arrays alike."""
+    result = fit(model, train, val, tcfg, progress=progress)
+    proba = predict_proba(model, test, batch_size=tcfg.batch_size, device=tcfg.device,
+                          num_workers=tcfg.num_workers)
+    test_labels = np.asarray(test_labels)
+    metrics = score_test(test_labels, proba, n_bootstrap, tcfg.seed)
+    best = result.history.loc[result.history["epoch"] == result.best_epoch, "val_macro_f1"].iloc[0]
+    metrics.update(best_epoch=result.best_epoch, epochs_run=len(result.history),
+                   stopped_early=result.stopped_early, val_macro_f1=float(best),
+                   train_seconds=float(result.history["seconds"].sum()))
+    return TrainedRun(model, result, tcfg, metrics, predictions_frame(list(test_ids), test_labels, proba),
+                      data, preprocessing)
+
+
+def train_cnn(cfg, progress: bool = True) -> TrainedRun:
     """Train ``cfg.model`` on train, early-stop and select on val, evaluate test once."""
     repro.seed_everything(cfg.seed)
-    index = load_index(cfg)
-    mean, std = NORMALIZATIONS[cfg.normalization]
-    prep = Preprocessing(cfg.image_size, mean, std)
-    datasets = make_datasets(index, prep.image_size, prep.mean, prep.std, cfg.augmentation,
-                             (cfg.rrc_scale_min, 1.0))
-    train_labels = index.loc[index["split"] == "train", "label"]
-    tcfg = TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience,
-                       monitor=cfg.monitor, num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed,
-                       channels_last=cfg.channels_last,
-                       class_weights=class_weights(train_labels, cfg.class_weights))
+    index, data = load_data(cfg)
+    prep = preprocessing_of(cfg)
+    datasets = make_datasets(index, prep, cfg.augmentation, (cfg.rrc_scale_min, 1.0))
+    tcfg = training_config(cfg, index.loc[index["split"] == "train", "label"])
     model = create_model(cfg.model, pretrained=cfg.pretrained)
-    result = fit(model, datasets["train"], datasets["val"], tcfg, progress=progress)
     test = index[index["split"] == "test"]
-    proba = predict_proba(model, datasets["test"], batch_size=cfg.batch_size, device=cfg.device,
-                          num_workers=cfg.num_workers)
-    metrics = test_metrics(test["label"].to_numpy(), proba, cfg.n_bootstrap, cfg.seed)
-    metrics.update(best_epoch=result.best_epoch, epochs_run=len(result.history),
-                   stopped_early=result.stopped_early,
-                   val_macro_f1=float(result.history.loc[result.history["epoch"] == result.best_epoch,
-                                                          "val_macro_f1"].iloc[0]),
-                   train_seconds=float(result.history["seconds"].sum()))
-    return CNNRun(model, prep, index, result, tcfg, metrics,
-                  predictions_frame(test["id"].tolist(), test["label"].to_numpy(), proba),
-                  fingerprint(index))
+    return fit_and_score(model, datasets["train"], datasets["val"], datasets["test"], test["id"],
+                         test["label"], tcfg, data, cfg.n_bootstrap, progress, preprocessing=prep)
 
 
-def record(cfg, metrics: dict, data_fingerprint: str, predictions: pd.DataFrame | None = None,
-           history: pd.DataFrame | None = None, device: str | None = None, **extra) -> Path:
-    """Write the run record of a notebook config (params include the notebook's name)."""
+def record(cfg, metrics: dict, data: dict | list, predictions: pd.DataFrame | None = None,
+           history: pd.DataFrame | None = None, training: TrainConfig | None = None,
+           device: str | None = None) -> Path:
+    """Write the run record of a notebook config: ``params.json`` holds the notebook's name, its
+    parameters and the resolved training settings; ``provenance.json`` the data record and the
+    device the run used."""
     params = {"notebook": cfg.notebook, **cfg.to_dict()}
-    return runs.save_run(cfg.run_dir, params, metrics,
-                         repro.provenance(data_fingerprint=data_fingerprint, device=device, **extra),
+    if training is not None:
+        params["training"] = training.to_dict()
+    return runs.save_run(cfg.run_dir, params, metrics, repro.provenance(data=data, device=device),
                          predictions=predictions, history=history)
+
+
+def save_run(cfg, run: TrainedRun) -> tuple[Path, Path | None]:
+    """The run record of a trained model and, when ``cfg.save_bundle``, its model bundle inside it
+    (``<run_dir>/bundle``). Returns ``(record folder, bundle folder or None)``."""
+    folder = record(cfg, run.metrics, run.data, predictions=run.predictions, history=run.fit.history,
+                    training=run.train_config, device=run.fit.device)
+    bundle = None
+    if getattr(cfg, "save_bundle", False):
+        scores = {name: run.metrics[name] for name in (*CI_METRICS, "val_macro_f1")}
+        bundle = save_bundle(folder / "bundle", run.model, cfg.model, run.preprocessing, metrics=scores,
+                             data=run.data, provenance={"run_dir": str(folder), "notebook": cfg.notebook})
+    return folder, bundle

@@ -1,4 +1,4 @@
-"""Figures shared by notebooks, the book and the apps (matplotlib + seaborn).
+"""Figures of the study's notebooks, and so of the book (matplotlib + seaborn).
 
 Class names are shown in English with the Korean name beside it; Korean glyphs come from
 ``koreanize-matplotlib`` (NanumGothic) when it is installed.

@@ -1,15 +1,18 @@
-"""Model bundles and the one inference path used by the CLI, the Flask site and the dashboard.
+"""Model bundles and the one inference path: images in, class probabilities out.
 
 A bundle is a folder::
 
     model.safetensors   the Classifier's state dict
     bundle.json         format_version, architecture, num_classes, labels (English and Korean, in
-                        class order), preprocessing, metrics, provenance, weights_sha256
+                        class order), preprocessing, metrics (test scores and the validation macro
+                        F1 it was selected on), data (the training data's record: name,
+                        fingerprint, synthetic or not), provenance, weights_sha256
 
 ``save_bundle`` writes one; ``Predictor.from_bundle`` loads it and turns images into class
 probabilities with exactly the preprocessing the model was trained with. A bundle that cannot be
 used (missing file, unknown architecture, weights of the wrong shape) raises an error naming the
-file and what is wrong.
+file and what is wrong. ``choose_bundle`` picks the bundle a front end serves when none is named:
+the best validation macro F1 among the bundles trained on a given data set — never the newest file.
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fer_utils.cache import atomic_write
 from fer_utils.data import build_transform, file_sha256, open_image
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
-from fer_utils.models.registry import Preprocessing, create_model, list_models
+from fer_utils.models.registry import create_model, list_models
+from fer_utils.preprocessing import Preprocessing
 from fer_utils.models.runtime import batched_forward, resolve_device
 
 BUNDLE_FORMAT = 1
@@ -39,11 +44,14 @@ ImageLike = Image.Image | str | os.PathLike | np.ndarray
 
 
 def save_bundle(path: str | os.PathLike, model: nn.Module, arch: str, preprocessing: Preprocessing,
-                metrics: Mapping | None = None, provenance: Mapping | None = None) -> Path:
+                metrics: Mapping, data: Mapping, provenance: Mapping | None = None) -> Path:
     """Write ``model`` (a registry Classifier of architecture ``arch``) as a bundle folder ``path``.
 
-    ``metrics`` and ``provenance`` must be JSON-serialisable. ``bundle.json`` is written last and
-    records the weights file's sha256, so a loader can tell a complete bundle. Returns the folder.
+    ``metrics`` should hold ``val_macro_f1`` (what :func:`choose_bundle` ranks by) and the test
+    scores; ``data`` is the training data's record (:func:`fer_utils.data.describe_dataset`).
+    Both files are written atomically, ``bundle.json`` last with the weights file's sha256, so a
+    loader can tell a complete bundle and an error (e.g. metrics that are not JSON) leaves an
+    existing bundle in the folder untouched. Returns the folder.
     """
     if arch not in list_models() or getattr(model, "arch", arch) != arch:
         raise ConfigError(f"architecture {arch!r} is not registered or not the model's "
@@ -51,13 +59,9 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, arch: str, preprocess
     num_classes = getattr(model, "num_classes", None)
     if num_classes != NUM_CLASSES:
         raise ConfigError(f"a bundle holds a {NUM_CLASSES}-class registry model, got num_classes={num_classes}")
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Write both files under temporary names first, then move them into place, bundle.json last:
-    # an error (e.g. metrics that are not JSON) leaves an existing bundle in the folder untouched.
-    tmp_weights, tmp_manifest = folder / f"{WEIGHTS_FILE}.tmp", folder / f"{BUNDLE_JSON}.tmp"
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, tmp_weights, metadata={"format": "fer_utils bundle", "architecture": arch})
+    missing = [key for key in ("name", "fingerprint", "synthetic") if key not in data]
+    if missing:
+        raise ConfigError(f"bundle data record lacks {', '.join(missing)}: pass fer_utils.data.describe_dataset(...)")
     manifest = {
         "format_version": BUNDLE_FORMAT,
         "architecture": arch,
@@ -65,18 +69,21 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, arch: str, preprocess
         "labels": list(EMOTIONS),
         "labels_ko": list(EMOTIONS_KO),
         "preprocessing": preprocessing.to_dict(),
-        "metrics": dict(metrics or {}),
+        "metrics": dict(metrics),
+        "data": dict(data),
         "provenance": dict(provenance or {}),
-        "weights_sha256": file_sha256(tmp_weights),
     }
     try:
-        text = json.dumps(manifest, indent=2, ensure_ascii=False)
+        json.dumps(manifest)
     except (TypeError, ValueError) as exc:
-        tmp_weights.unlink()
-        raise ConfigError(f"bundle metrics/provenance must be JSON-serialisable: {exc}") from None
-    tmp_manifest.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp_weights, folder / WEIGHTS_FILE)
-    os.replace(tmp_manifest, folder / BUNDLE_JSON)
+        raise ConfigError(f"bundle metrics/data/provenance must be JSON-serialisable: {exc}") from None
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
+        state, tmp, metadata={"format": "fer_utils bundle", "architecture": arch}))
+    manifest["weights_sha256"] = file_sha256(weights)
+    atomic_write(folder / BUNDLE_JSON, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return folder
 
 
@@ -121,7 +128,7 @@ class Predictor:
         self.labels_ko = tuple(labels_ko)
         self.source = source
         self.manifest = dict(manifest or {})
-        self.transform = build_transform(preprocessing.image_size, preprocessing.mean, preprocessing.std)
+        self.transform = build_transform(preprocessing)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, device: str = "cpu") -> Predictor:
@@ -149,6 +156,10 @@ class Predictor:
                             f"{manifest['architecture']!r} with {manifest['num_classes']} classes ({exc})") from None
         return cls(model, manifest["preprocessing"], manifest["labels"], manifest["labels_ko"], device,
                    source=folder, manifest=manifest)
+
+    def summary(self) -> dict:
+        """The bundle this predictor serves: path, model, validation macro F1, metrics, data record."""
+        return _summary(self.source, self.manifest)
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
         if isinstance(image, np.ndarray):
@@ -180,11 +191,56 @@ class Predictor:
         return results
 
 
-def find_latest_bundle(root: str | os.PathLike = "data") -> Path:
-    """The folder of the most recently written ``bundle.json`` under ``root`` (searched recursively)."""
+def bundle_summary(folder: str | os.PathLike) -> dict:
+    """What a front end shows of a bundle without loading its weights: ``{"path", "model",
+    "val_macro_f1", "metrics", "data"}``. Raises like :meth:`Predictor.from_bundle` when the
+    manifest is unusable."""
+    folder = Path(folder)
+    return _summary(folder, _read_manifest(folder / BUNDLE_JSON))
+
+
+def _summary(folder: Path | None, manifest: Mapping) -> dict:
+    metrics = manifest.get("metrics") or {}
+    return {"path": str(folder) if folder else None, "model": manifest.get("architecture"),
+            "val_macro_f1": metrics.get("val_macro_f1"), "metrics": metrics, "data": manifest.get("data")}
+
+
+def list_bundles(root: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """``(servable, skipped)`` bundles under ``root`` (searched recursively).
+
+    Servable: a valid manifest, a weights file, a validation macro F1 and a data record (the
+    weights' checksum is verified when the bundle is loaded). ``skipped`` says, per other bundle
+    folder, why it cannot be chosen automatically (it can still be named explicitly).
+    """
     root = Path(root)
-    manifests = list(root.rglob(BUNDLE_JSON)) if root.is_dir() else []
-    if not manifests:
-        raise WeightsNotFoundError(f"no model bundle ({BUNDLE_JSON}) found under {root}: train a model first "
-                                   f"or give the bundle folder explicitly")
-    return max(manifests, key=lambda p: p.stat().st_mtime).parent
+    servable, skipped = [], []
+    for manifest in sorted(root.rglob(BUNDLE_JSON)) if root.is_dir() else []:
+        folder = manifest.parent
+        try:
+            summary = bundle_summary(folder)
+        except (DataError, WeightsNotFoundError) as exc:
+            skipped.append(f"{folder}: {exc}")
+            continue
+        if not (folder / WEIGHTS_FILE).is_file():
+            skipped.append(f"{folder}: no {WEIGHTS_FILE}")
+        elif not isinstance(summary["val_macro_f1"], (int, float)) or not isinstance(summary["data"], dict):
+            skipped.append(f"{folder}: no validation macro F1 or data record (made by an older fer_utils?)")
+        else:
+            servable.append(summary)
+    return servable, skipped
+
+
+def choose_bundle(root: str | os.PathLike, data_fingerprint: str) -> dict:
+    """The summary (see :func:`bundle_summary`) of the bundle to serve by default: the best
+    validation macro F1 among the servable bundles under ``root`` trained on the data set with
+    ``data_fingerprint`` (ties: the first path in sorted order). Test scores never enter the
+    choice. Raises :class:`WeightsNotFoundError` saying what was found when none qualifies."""
+    servable, skipped = list_bundles(root)
+    matching = [b for b in servable if b["data"].get("fingerprint") == data_fingerprint]
+    if not matching:
+        others = sorted({f"{b['data'].get('name')} ({b['data'].get('fingerprint')})" for b in servable})
+        detail = (f"; bundles found for other data: {', '.join(others)}" if others else "") + \
+                 (f"; {len(skipped)} unusable bundle folder(s), e.g. {skipped[0]}" if skipped else "")
+        raise WeightsNotFoundError(f"no model bundle trained on the data set with fingerprint {data_fingerprint} "
+                                   f"under {root}{detail}. Train one (`fer study run`) or name one with --bundle")
+    return max(matching, key=lambda b: b["val_macro_f1"])

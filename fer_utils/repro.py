@@ -59,10 +59,11 @@ def package_versions(names=PROVENANCE_PACKAGES) -> dict[str, str | None]:
 
 
 def device_info(device: str | None = None) -> dict:
+    """The machine a run used: ``device`` is the resolved device (e.g. ``"cpu"``, ``"cuda:0"``)."""
     import torch
 
     info = {
-        "requested": device,
+        "device": device,
         "cuda_available": torch.cuda.is_available(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -73,15 +74,17 @@ def device_info(device: str | None = None) -> dict:
     return info
 
 
-def provenance(data_fingerprint: str | None = None, device: str | None = None, **extra) -> dict:
-    """A JSON-serialisable record: git sha, package versions, data fingerprint, device, time."""
+def provenance(data: dict | list | None = None, device: str | None = None) -> dict:
+    """Where a run's result came from: git sha, package versions, the data it read, the device
+    it ran on (resolved, e.g. ``"cpu"``), time. ``data`` is the data record (see
+    :func:`fer_utils.data.describe_dataset`), or a list of them for a page that compares runs.
+    Hyperparameters belong in the run's ``params.json``, not here."""
     return {
         "git_sha": git_sha(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
-        "data_fingerprint": data_fingerprint,
+        "data": data,
         "device": device_info(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
     }

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fer_utils.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_synth_then_check_reports_counts(tmp_path):
@@ -45,31 +48,65 @@ def test_study_run_rejects_unknown_notebook_and_missing_data(tmp_path):
     assert res.exit_code != 0 and "does not exist" in res.output
 
 
-def test_predict_without_bundle_says_so(tmp_path, monkeypatch):
-    import fer_utils.study as st
-    monkeypatch.setattr(st, "REPO_ROOT", tmp_path)
-    res = CliRunner().invoke(main, ["predict", str(tmp_path / "x.jpg")])
-    assert res.exit_code == 2 and "no model bundle" in res.output
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder (it holds notebooks/study.yaml) as the current folder."""
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "study.yaml", tmp_path / "notebooks" / "study.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FER_HOME", raising=False)
+    return tmp_path
+
+
+def test_predict_without_bundle_says_so(project, synthetic_rafdb):
+    res = CliRunner().invoke(main, ["predict", str(project / "x.jpg"), "--data", str(synthetic_rafdb)])
+    assert res.exit_code == 2 and "no model bundle trained on the data set with fingerprint" in res.output
+    res = CliRunner().invoke(main, ["predict", str(project / "x.jpg")])
+    assert res.exit_code != 0 and "data/synthetic does not exist" in res.output
+
+
+def _bundle(folder, seed, val, data):
+    import torch
+
+    from fer_utils.models import create_model
+    from fer_utils.predict import save_bundle
+    from fer_utils.preprocessing import Preprocessing
+
+    torch.manual_seed(seed)
+    return save_bundle(folder, create_model("resnet18"), "resnet18", Preprocessing.preset(32, "half"),
+                       metrics={"val_macro_f1": val}, data=data)
 
 
 def test_predict_json_from_a_real_bundle(tmp_path, synthetic_rafdb):
-    import torch
-
-    from fer_utils.models import Preprocessing, create_model
-    from fer_utils.predict import save_bundle
-
-    torch.manual_seed(0)
-    bundle = save_bundle(tmp_path / "b", create_model("resnet18"), "resnet18", Preprocessing(32, (0.5,) * 3, (0.5,) * 3))
+    bundle = _bundle(tmp_path / "b", 0, 0.5, {"name": "s", "fingerprint": "f", "synthetic": True})
     images = sorted((synthetic_rafdb / "basic" / "Image" / "aligned").glob("test_*"))[:2]
     res = CliRunner().invoke(main, ["predict", *map(str, images), "--bundle", str(bundle)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
+    assert out["bundle"] == {"path": str(bundle), "model": "resnet18", "val_macro_f1": 0.5,
+                             "data": {"name": "s", "fingerprint": "f", "synthetic": True}}
     assert [p["image"] for p in out["predictions"]] == list(map(str, images))
     for p in out["predictions"]:
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-5
         assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "missing.jpg"), "--bundle", str(bundle)])
     assert res.exit_code == 2 and "missing.jpg" in res.output
+
+
+def test_predict_serves_the_best_validation_bundle_of_the_data_set(project, synthetic_rafdb):
+    from fer_utils.data import describe_dataset, load_dataset
+
+    data = describe_dataset(synthetic_rafdb, load_dataset(synthetic_rafdb))
+    assert data["synthetic"] is True and data["name"] == synthetic_rafdb.name
+    runs = project / "data" / "runs"
+    best = _bundle(runs / "resnet18" / "bundle", 1, 0.6, data)
+    _bundle(runs / "vgg16" / "bundle", 2, 0.3, data)              # written last, weaker on validation
+    _bundle(runs / "other" / "bundle", 3, 0.9, {**data, "fingerprint": "0" * 16})
+    image = sorted((synthetic_rafdb / "basic" / "Image" / "aligned").glob("test_*"))[0]
+    res = CliRunner().invoke(main, ["predict", str(image), "--data", str(synthetic_rafdb)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)["bundle"]
+    assert out["path"] == str(best) and out["val_macro_f1"] == 0.6 and out["data"] == data
 
 
 def test_console_script_is_installed():

@@ -1,6 +1,5 @@
 """Model bundles: save -> load -> identical predictions; clear errors for bad bundles."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,10 +9,12 @@ from PIL import Image
 from fer_utils.data import build_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
-from fer_utils.models import Preprocessing, create_model
-from fer_utils.predict import Predictor, find_latest_bundle, save_bundle
+from fer_utils.models import create_model
+from fer_utils.predict import Predictor, bundle_summary, choose_bundle, list_bundles, save_bundle
+from fer_utils.preprocessing import Preprocessing
 
 PREPROCESSING = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+DATA = {"name": "synthetic", "fingerprint": "0123456789abcdef", "synthetic": True}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def model():
 
 @pytest.fixture
 def bundle(tmp_path, model):
-    return save_bundle(tmp_path / "bundle", model, "resnet18", PREPROCESSING, metrics={"accuracy": 0.5},
-                       provenance={"seed": 42})
+    return save_bundle(tmp_path / "bundle", model, "resnet18", PREPROCESSING,
+                       metrics={"accuracy": 0.5, "val_macro_f1": 0.4}, data=DATA, provenance={"seed": 42})
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def images(tmp_path):
 def test_round_trip_gives_identical_predictions(bundle, model, images):
     predictor = Predictor.from_bundle(bundle)
     proba = predictor.predict(images)
-    transform = build_transform(32, PREPROCESSING.mean, PREPROCESSING.std)
+    transform = build_transform(PREPROCESSING)
     rgb = [images[0], Image.open(images[1]).convert("RGB"), Image.fromarray(images[2]).convert("RGB")]
     with torch.no_grad():
         expected = model(torch.stack([transform(im) for im in rgb])).softmax(1)
@@ -69,7 +70,8 @@ def test_manifest_contents(bundle):
     assert manifest["num_classes"] == 7
     assert manifest["labels"] == list(EMOTIONS) and manifest["labels_ko"] == list(EMOTIONS_KO)
     assert manifest["preprocessing"] == PREPROCESSING.to_dict()
-    assert manifest["metrics"] == {"accuracy": 0.5} and manifest["provenance"] == {"seed": 42}
+    assert manifest["metrics"] == {"accuracy": 0.5, "val_macro_f1": 0.4} and manifest["provenance"] == {"seed": 42}
+    assert manifest["data"] == DATA
     assert len(manifest["weights_sha256"]) == 64
     assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.safetensors"]
 
@@ -103,10 +105,13 @@ def test_bad_bundles_name_the_file(bundle, model):
 def test_failed_save_keeps_the_existing_bundle(bundle, model):
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     with pytest.raises(ConfigError, match="JSON-serialisable"):
-        save_bundle(bundle, model, "resnet18", PREPROCESSING, metrics={"bad": object()})
+        save_bundle(bundle, model, "resnet18", PREPROCESSING, metrics={"bad": object()}, data=DATA)
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
     with pytest.raises(ConfigError, match="'densenet121' is not registered or not the model's"):
-        save_bundle(bundle, model, "densenet121", PREPROCESSING)
+        save_bundle(bundle, model, "densenet121", PREPROCESSING, metrics={}, data=DATA)
+    with pytest.raises(ConfigError, match="data record lacks fingerprint, synthetic"):
+        save_bundle(bundle, model, "resnet18", PREPROCESSING, metrics={}, data={"name": "x"})
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
 
 
 def test_unreadable_image_is_named(bundle, tmp_path):
@@ -115,15 +120,43 @@ def test_unreadable_image_is_named(bundle, tmp_path):
         Predictor.from_bundle(bundle).predict([missing])
 
 
-def test_find_latest_bundle(tmp_path, model):
-    with pytest.raises(WeightsNotFoundError, match=rf"under {tmp_path / 'runs'}"):
-        find_latest_bundle(tmp_path / "runs")
-    old = save_bundle(tmp_path / "runs" / "a" / "bundle", model, "resnet18", PREPROCESSING)
-    new = save_bundle(tmp_path / "runs" / "b" / "bundle", model, "resnet18", PREPROCESSING)
-    os.utime(old / "bundle.json", (1_000_000, 1_000_000))
-    assert find_latest_bundle(tmp_path / "runs") == new
-    os.utime(new / "bundle.json", (500_000, 500_000))
-    assert find_latest_bundle(tmp_path / "runs") == old
+def test_choose_bundle_takes_the_best_validation_score_for_the_data_never_the_newest(tmp_path, model):
+    runs = tmp_path / "runs"
+    with pytest.raises(WeightsNotFoundError, match=rf"no model bundle .* under {runs}"):
+        choose_bundle(runs, DATA["fingerprint"])
+
+    def save(name, val, test, data=DATA):
+        return save_bundle(runs / name / "bundle", model, "resnet18", PREPROCESSING,
+                           metrics={"val_macro_f1": val, "macro_f1": test}, data=data)
+
+    best_val = save("a", val=0.7, test=0.2)
+    save("b", val=0.5, test=0.9)                     # better on test: must not matter
+    save("c", val=0.9, test=0.9, data={**DATA, "name": "rafdb", "fingerprint": "ffff"})  # other data
+    newest = save("d", val=0.1, test=0.1)
+    assert newest.stat().st_mtime >= best_val.stat().st_mtime
+    chosen = choose_bundle(runs, DATA["fingerprint"])
+    assert chosen["path"] == str(best_val) and chosen["val_macro_f1"] == 0.7 and chosen["model"] == "resnet18"
+    assert choose_bundle(runs, "ffff")["path"] == str(runs / "c" / "bundle")
+    with pytest.raises(WeightsNotFoundError, match=r"bundles found for other data: rafdb \(ffff\), synthetic"):
+        choose_bundle(runs, "0000")
+
+
+def test_bundles_without_a_validation_score_or_weights_are_skipped_with_a_reason(tmp_path, model):
+    runs = tmp_path / "runs"
+    no_val = save_bundle(runs / "a" / "bundle", model, "resnet18", PREPROCESSING, metrics={}, data=DATA)
+    no_weights = save_bundle(runs / "b" / "bundle", model, "resnet18", PREPROCESSING,
+                             metrics={"val_macro_f1": 0.3}, data=DATA)
+    (no_weights / "model.safetensors").unlink()
+    broken = runs / "c" / "bundle"
+    broken.mkdir(parents=True)
+    (broken / "bundle.json").write_text("{", encoding="utf-8")
+    servable, skipped = list_bundles(runs)
+    assert servable == []
+    assert len(skipped) == 3 and any(str(no_val) in s and "validation" in s for s in skipped)
+    assert any(str(broken) in s and "not valid JSON" in s for s in skipped)
+    with pytest.raises(WeightsNotFoundError, match="3 unusable bundle folder"):
+        choose_bundle(runs, DATA["fingerprint"])
+    assert bundle_summary(no_val)["data"] == DATA
 
 
 def test_predictor_on_files_matches_evaluation_on_the_test_split(tmp_path, synthetic_rafdb):
@@ -132,12 +165,11 @@ def test_predictor_on_files_matches_evaluation_on_the_test_split(tmp_path, synth
     from fer_utils.evaluate import predict_proba
 
     torch.manual_seed(1)
-    prep = Preprocessing(48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    prep = Preprocessing.preset(48, "half")
     model = create_model("resnet18")
     index = load_dataset(synthetic_rafdb)
     test = index[index["split"] == "test"].head(8)
-    expected = predict_proba(model, make_datasets(test, prep.image_size, prep.mean, prep.std)["test"],
-                             device="cpu", num_workers=0)
-    bundle = save_bundle(tmp_path / "b", model, "resnet18", prep)
+    expected = predict_proba(model, make_datasets(test, prep)["test"], device="cpu", num_workers=0)
+    bundle = save_bundle(tmp_path / "b", model, "resnet18", prep, metrics={}, data=DATA)
     got = Predictor.from_bundle(bundle).predict(test["path"].tolist())
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 from fer_utils.data import FERDataset, build_transform
 from fer_utils.errors import ConfigError
 from fer_utils.models import create_model
+from fer_utils.preprocessing import Preprocessing
 from fer_utils.train import HISTORY_COLUMNS, TrainConfig, fit
 
 N_CLASSES = 3
@@ -112,9 +113,62 @@ def test_fit_registry_model_on_image_files(tmp_path):
         rows.append({"id": str(i), "path": str(path), "pixels": None, "label": label, "split": "train",
                      "source": "imagefolder"})
     index = pd.DataFrame(rows)
-    dataset = FERDataset(index, build_transform(32))
+    dataset = FERDataset(index, build_transform(Preprocessing.preset(32, "half")))
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=2)
     result = fit(model, dataset, dataset, config(epochs=2, patience=2, lr=1e-3), progress=False)
     assert len(result.history) == 2
     assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
+
+
+def test_to_device_moves_nested_batches_and_reorders_only_image_batches():
+    from collections import namedtuple
+
+    from fer_utils.models.runtime import to_device
+
+    Pair = namedtuple("Pair", "cnn text")
+    images, features = torch.randn(2, 3, 8, 8), torch.randn(2, 5)
+    moved = to_device({"x": (images, [features]), "pair": Pair(features, features), "n": 3},
+                      torch.device("cpu"), channels_last=True)
+    assert moved["x"][0].is_contiguous(memory_format=torch.channels_last)
+    assert moved["x"][1][0].shape == (2, 5) and isinstance(moved["x"], tuple) and isinstance(moved["x"][1], list)
+    assert isinstance(moved["pair"], Pair) and moved["n"] == 3
+    assert torch.equal(to_device(features, torch.device("cpu"), channels_last=True), features)
+
+
+class _TwoInputs(torch.utils.data.Dataset):
+    """((cnn features, text features), label): what a fusion head on cached arrays trains on."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 7, (n,), generator=g)
+        self.a = torch.nn.functional.one_hot(self.y, 7).float() + 0.1 * torch.randn(n, 7, generator=g)
+        self.b = torch.randn(n, 4, generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return (self.a[i], self.b[i]), int(self.y[i])
+
+
+class _Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(11, 7)
+
+    def forward(self, a, b):
+        return self.linear(torch.cat([a, b], 1))
+
+
+def test_fit_and_predict_take_tuple_inputs_of_2d_features_with_channels_last():
+    from fer_utils.evaluate import predict_proba
+
+    torch.manual_seed(0)
+    head = _Head()
+    result = fit(head, _TwoInputs(64, 0), _TwoInputs(32, 1),
+                 TrainConfig(epochs=20, patience=20, batch_size=16, lr=0.05, channels_last=True, device="cpu"),
+                 progress=False)
+    assert len(result.history) == 20 and result.history["val_acc"].max() > 0.8   # it learns from the pairs
+    proba = predict_proba(head, _TwoInputs(16, 2), device="cpu", num_workers=0)
+    assert proba.shape == (16, 7)

@@ -1,4 +1,4 @@
-"""One entry point for every format: detect the layout of a path and load (or scan) it."""
+"""One entry point for every format: detect the layout of a path, load (or scan) it, describe it."""
 from __future__ import annotations
 
 import os
@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from fer_utils.data.fer2013 import scan_fer2013
+from fer_utils.data.fingerprint import fingerprint, image_hashes
 from fer_utils.data.imagefolder import class_of_folder, scan_imagefolder, split_of_folder
 from fer_utils.data.index import Entry, Problem, index_from_scan
 from fer_utils.data.rafdb import scan_rafdb
 from fer_utils.errors import ConfigError, DataError
+from fer_utils.options import DATA_FORMATS as FORMATS
 
-FORMATS: tuple[str, ...] = ("rafdb", "fer2013", "imagefolder")
 ACCEPTED_LAYOUTS = """accepted layouts:
   RAF-DB:       <root>/basic/EmoLabel/list_patition_label.txt and <root>/basic/Image/aligned/*_aligned.jpg
                 (or Image/original/*.jpg); <root> may also be basic/ itself
@@ -64,3 +65,24 @@ def load_dataset(path: str | os.PathLike, fmt: str = "auto", variant: str = "ali
     The synthetic data set is written in RAF-DB's layout, so it loads as ``"rafdb"``.
     """
     return index_from_scan(scan(path, fmt, variant)[1])
+
+
+def describe_dataset(path: str | os.PathLike, index: pd.DataFrame, split_index: pd.DataFrame | None = None) -> dict:
+    """The data record of a loaded data set, which run records and model bundles keep so that
+    the apps can say what a model was trained on and find the bundles of a data set.
+
+    ``{"name", "path", "source", "n_images", "synthetic", "fingerprint"}``, where ``fingerprint``
+    is the content fingerprint of ``index`` as loaded (before any split), the same for every
+    run on this data set; with ``split_index`` (that index after :func:`make_splits`) also
+    ``split_fingerprint``, which tells the exact train/val/test partition. Images are hashed once.
+    """
+    from fer_utils.data.synthetic import is_synthetic
+
+    hashes = dict(zip(index["id"], image_hashes(index)))
+    root = Path(path).resolve()
+    record = {"name": root.stem if root.is_file() else root.name, "path": str(root),
+              "source": str(index["source"].iloc[0]) if len(index) else None, "n_images": int(len(index)),
+              "synthetic": is_synthetic(root), "fingerprint": fingerprint(index, hashes=hashes)}
+    if split_index is not None:
+        record["split_fingerprint"] = fingerprint(split_index, hashes=hashes)
+    return record

@@ -82,18 +82,42 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
     )
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def to_device(batch, device: torch.device, channels_last: bool = False):
+    """Move a tensor, or the tensors inside (nested) tuples, lists and dicts, to ``device``.
+
+    ``channels_last`` converts 4-D tensors (image batches) to NHWC memory layout and leaves any
+    other tensor as it is (a 2-D batch of cached features has no channels to reorder). Values
+    that are not tensors pass through unchanged.
+    """
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
+    if isinstance(batch, dict):
+        return {key: to_device(value, device, channels_last) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(value, device, channels_last) for value in batch]
+        return type(batch)(moved) if not hasattr(batch, "_fields") else type(batch)(*moved)
+    return batch
+
+
+def call_model(fn: Callable, inputs):
+    """``fn`` applied to one batch of model inputs: a tensor as it is, a tuple or list as
+    positional arguments, a dict as keyword arguments (e.g. a fusion head's two modalities)."""
+    if isinstance(inputs, dict):
+        return fn(**inputs)
+    if isinstance(inputs, (list, tuple)):
+        return fn(*inputs)
+    return fn(inputs)
 
 
 def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, device: torch.device,
                     amp: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``fn`` over ``batches`` in inference mode; return outputs (float32, CPU) and labels.
 
-    A batch is an input tensor or an ``(input, label)`` pair (what a DataLoader over a
-    :class:`~fer_utils.data.FERDataset` or ``TensorDataset`` yields); labels are ``None`` when the
-    batches carry none. Put the model in eval mode (and on ``device``) before calling.
+    A batch is model inputs or an ``(inputs, label)`` pair (what a DataLoader over a
+    :class:`~fer_utils.data.FERDataset` or a ``TensorDataset(x, y)`` yields); inputs are a tensor,
+    or a tuple/dict of tensors passed to ``fn`` as :func:`call_model` says. Labels are ``None``
+    when the batches carry none. Put the model in eval mode (and on ``device``) before calling.
     """
     outputs, labels = [], []
     with torch.inference_mode(), autocast(device, amp):
@@ -101,7 +125,7 @@ def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterabl
             if isinstance(batch, (list, tuple)):
                 batch, y = batch[0], batch[1]
                 labels.append(torch.as_tensor(y))
-            outputs.append(fn(to_device(batch, device, channels_last)).float().cpu())
+            outputs.append(call_model(fn, to_device(batch, device, channels_last)).float().cpu())
     if not outputs:
         raise ValueError("no batches to run: the dataset is empty")
     return torch.cat(outputs), (torch.cat(labels) if labels else None)

@@ -1,0 +1,26 @@
+"""The ``fer`` command: one small module per command group (data, study, book, predict).
+
+A group module defines its click group or command; this module assembles them under ``main``.
+Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
+"""
+from __future__ import annotations
+
+import click
+
+from .base import FERGroup
+from .book import book
+from .data import data
+from .predict import predict_cmd
+from .study import study
+
+
+@click.group(cls=FERGroup)
+@click.version_option(package_name="fer_utils")
+def main():
+    """Reproducible facial expression recognition study (CNN vs CNN + caption features)."""
+
+
+for command in (data, study, book, predict_cmd):
+    main.add_command(command)
+
+__all__ = ["main"]

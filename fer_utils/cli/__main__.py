@@ -1,0 +1,3 @@
+from fer_utils.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""``fer book``: build the Jupyter Book."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import click
+
+from .base import FERGroup
+
+
+@click.group(cls=FERGroup)
+def book():
+    """Build the Jupyter Book."""
+
+
+@book.command("build")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with _config.yml (default: the project folder).")
+@click.option("--no-strict", is_flag=True, help="Do not turn warnings into errors.")
+def book_build(root, no_strict):
+    """Write _toc.yml from the study manifest and build the book into <root>/_build/html (warnings are errors)."""
+    from .. import study as st
+
+    try:
+        html = st.build_book(root, strict=not no_strict)
+    except subprocess.CalledProcessError as exc:
+        raise click.ClickException(f"jupyter-book build failed (exit {exc.returncode}); "
+                                   "did `fer study run` produce book/experiments?")
+    click.echo(f"book built: {html / 'index.html'}")

@@ -1,0 +1,48 @@
+"""``fer data``: make and check data sets."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..options import DATA_FORMATS
+from .base import FERGroup, project
+
+
+@click.group(cls=FERGroup)
+def data():
+    """Make and check data sets."""
+
+
+@data.command("synth")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: the project's data/synthetic).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--scale", type=float, default=None,
+              help="Fraction of RAF-DB's size (default 0.1, about 1,534 images).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes drawing images (the output is the same whatever the number).")
+def data_synth(out, seed, scale, workers):
+    """Write the synthetic face data set in RAF-DB's exact on-disk layout."""
+    from ..data import synthetic
+
+    out = out or project().synthetic
+    seed = synthetic.DEFAULT_SEED if seed is None else seed
+    scale = synthetic.DEFAULT_SCALE if scale is None else scale
+    if scale <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--scale")
+    path = synthetic.generate(out, seed=seed, scale=scale, progress=True, workers=workers)
+    click.echo(f"synthetic data set (seed {seed}, scale {scale}) written to {path}")
+
+
+@data.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", *DATA_FORMATS]), default="auto", show_default=True)
+def data_check(path, fmt):
+    """Validate a data set; print counts per class and split; exit 1 on any problem."""
+    from ..data import check_dataset
+
+    report = check_dataset(path, fmt=fmt)
+    click.echo(report.format())
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,43 @@
+"""``fer study``: run the parameterised notebooks of the study manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .base import FERGroup, project
+
+
+@click.group(cls=FERGroup)
+def study():
+    """Run the parameterised notebooks of the study."""
+
+
+@study.command("run")
+@click.option("--profile", default="default", show_default=True,
+              help="quick (tests/CI), default (embedded data, CPU) or full (RAF-DB, GPU).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="Data set (default: the project's data/synthetic, generated if missing).")
+@click.option("--only", multiple=True, help="Run only this notebook (stem or name); repeatable.")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=None,
+              help="Where run records go (default: the project's data/runs).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where executed notebooks go (default: the project's book/experiments).")
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="Study manifest (default: the project's notebooks/study.yaml).")
+def study_run(profile, data_path, only, runs_root, out_dir, manifest):
+    """Execute the study manifest with papermill."""
+    from .. import study as st
+
+    if data_path is None:
+        data_path = project().synthetic
+        if not data_path.exists():
+            from ..data import synthetic
+
+            click.echo(f"{data_path} is missing: generating the embedded synthetic data set")
+            synthetic.generate(data_path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE)
+    elif not data_path.exists():
+        raise click.BadParameter(f"{data_path} does not exist", param_hint="--data")
+    done = st.run_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir, only=only,
+                        manifest_path=manifest, echo=click.echo)
+    click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s")
