@@ -10,9 +10,11 @@ A bundle is a folder::
 
 ``save_bundle`` writes one; ``Predictor.from_bundle`` loads it and turns images into class
 probabilities with exactly the preprocessing the model was trained with. A bundle that cannot be
-used (missing file, unknown architecture, weights of the wrong shape) raises an error naming the
-file and what is wrong. ``choose_bundle`` picks the bundle a front end serves when none is named:
-the best validation macro F1 among the bundles trained on a given data set — never the newest file.
+used (missing file or key, unknown architecture, labels other than :data:`fer_utils.labels.EMOTIONS`
+in that order, weights of the wrong shape or not matching their checksum, non-finite outputs)
+raises an error naming the file and what is wrong. ``choose_bundle`` picks the bundle a front end
+serves when none is named: the best validation macro F1 among the bundles trained on a given data
+set — never the newest file.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from torch import nn
 
 from fer_utils.cache import atomic_write
 from fer_utils.data import build_transform, file_sha256, open_image
+from fer_utils.data.index import to_rgb, warn_if_tiny
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
 from fer_utils.models.registry import create_model, list_models
@@ -39,6 +42,9 @@ from fer_utils.models.runtime import batched_forward, resolve_device
 BUNDLE_FORMAT = 1
 BUNDLE_JSON = "bundle.json"
 WEIGHTS_FILE = "model.safetensors"
+REQUIRED_KEYS: tuple[str, ...] = ("architecture", "num_classes", "labels", "labels_ko", "preprocessing",
+                                  "weights_sha256")
+"""Keys of ``bundle.json`` besides ``format_version``; metrics, data and provenance are optional."""
 
 ImageLike = Image.Image | str | os.PathLike | np.ndarray
 
@@ -74,7 +80,7 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, arch: str, preprocess
         "provenance": dict(provenance or {}),
     }
     try:
-        json.dumps(manifest)
+        json.dumps(manifest, allow_nan=False)  # NaN is not JSON: a strict reader refuses it
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bundle metrics/data/provenance must be JSON-serialisable: {exc}") from None
     folder = Path(path)
@@ -83,31 +89,46 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, arch: str, preprocess
     weights = atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
         state, tmp, metadata={"format": "fer_utils bundle", "architecture": arch}))
     manifest["weights_sha256"] = file_sha256(weights)
-    atomic_write(folder / BUNDLE_JSON, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(folder / BUNDLE_JSON, json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return folder
 
 
+def _refuse_constant(name: str):
+    """``json.loads``'s hook for NaN / Infinity, which Python reads but JSON does not have."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _read_manifest(file: Path) -> dict:
+    """The checked contents of a ``bundle.json``; :class:`DataError` naming ``file`` when unusable.
+
+    Strict: standard JSON only (no NaN), the supported format version, every key of
+    :data:`REQUIRED_KEYS`, a registered architecture, and exactly the canonical classes —
+    ``num_classes`` 7 and the labels of :data:`EMOTIONS` / :data:`EMOTIONS_KO` in that order (the
+    weights' outputs are in that order: other labels would silently relabel every prediction).
+    """
     if not file.is_file():
         raise WeightsNotFoundError(f"{file}: bundle manifest missing (not a model bundle folder?)")
     try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = json.loads(file.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{file}: expected a JSON object")
     if manifest.get("format_version") != BUNDLE_FORMAT:
         raise DataError(f"{file}: format_version {manifest.get('format_version')!r} is not supported "
                         f"(this fer_utils reads {BUNDLE_FORMAT})")
-    missing = [k for k in ("architecture", "num_classes", "labels", "labels_ko", "preprocessing") if k not in manifest]
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise DataError(f"{file}: missing key(s) {', '.join(missing)}")
     if manifest["architecture"] not in list_models():
         raise DataError(f"{file}: unknown architecture {manifest['architecture']!r}; "
                         f"registered: {', '.join(list_models())}")
     n = manifest["num_classes"]
-    if not (isinstance(n, int) and len(manifest["labels"]) == n and len(manifest["labels_ko"]) == n):
-        raise DataError(f"{file}: num_classes {n!r} does not match the {len(manifest['labels'])} labels")
+    if type(n) is not int or n != NUM_CLASSES:
+        raise DataError(f"{file}: num_classes {n!r} is not {NUM_CLASSES}")
+    for key, expected in (("labels", EMOTIONS), ("labels_ko", EMOTIONS_KO)):
+        if manifest[key] != list(expected):
+            raise DataError(f"{file}: {key} {manifest[key]!r} are not {expected!r} in that order")
     try:
         manifest["preprocessing"] = Preprocessing.from_dict(manifest["preprocessing"])
     except (ConfigError, TypeError) as exc:
@@ -140,8 +161,7 @@ class Predictor:
         weights_file = folder / WEIGHTS_FILE
         if not weights_file.is_file():
             raise WeightsNotFoundError(f"{weights_file}: model weights missing from the bundle")
-        expected = manifest.get("weights_sha256")
-        if expected is not None and file_sha256(weights_file) != expected:
+        if file_sha256(weights_file) != manifest["weights_sha256"]:
             raise DataError(f"{weights_file}: contents do not match the weights_sha256 recorded in "
                             f"{folder / BUNDLE_JSON} (replaced or half-written bundle)")
         try:
@@ -161,30 +181,69 @@ class Predictor:
         """The bundle this predictor serves: path, model, validation macro F1, metrics, data record."""
         return _summary(self.source, self.manifest)
 
-    def _tensor(self, image: ImageLike) -> torch.Tensor:
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3):
-                raise DataError(f"image array must be uint8 H x W (grey) or H x W x 3, got {image.dtype} {image.shape}")
-            image = Image.fromarray(image)
-        elif not isinstance(image, Image.Image):
-            # names the file when missing or corrupt; decoded exactly as in training (make_datasets)
-            image = open_image(image, draft_size=self.preprocessing.image_size)
-        return self.transform(image.convert("RGB"))
+    def _tensor(self, image: ImageLike, position: int) -> torch.Tensor:
+        """The model input of ``images[position]``, decoded as in training (:func:`~fer_utils.data.index.to_rgb`).
+
+        Raises :class:`DataError` naming the file (or the position of an in-memory image) when it
+        cannot be used; warns when it is tiny.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            name = os.fspath(image)
+            rgb = open_image(name, draft_size=self.preprocessing.image_size)  # as make_datasets does
+        else:
+            name = f"image {position} (in memory)"
+            rgb = to_rgb(image, name)
+        warn_if_tiny(rgb, name)
+        return self.transform(rgb)
+
+    def _rows(self, images: list[ImageLike], batch_size: int, report: bool) -> list[np.ndarray | DataError]:
+        """Per image, its probabilities, or (when ``report``; else it is raised) the DataError of an
+        image that cannot be used. Non-finite outputs are the bundle's fault: always raised."""
+        rows: list[np.ndarray | DataError] = []
+        for start in range(0, len(images), batch_size):
+            decoded: list[torch.Tensor | DataError] = []
+            for position in range(start, min(start + batch_size, len(images))):
+                try:
+                    decoded.append(self._tensor(images[position], position))
+                except DataError as exc:
+                    if not report:
+                        raise
+                    decoded.append(exc)
+            tensors = [t for t in decoded if isinstance(t, torch.Tensor)]
+            found = iter(self._probabilities(torch.stack(tensors)) if tensors else ())
+            rows.extend(next(found) if isinstance(t, torch.Tensor) else t for t in decoded)
+        return rows
+
+    def _probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        logits, _ = batched_forward(self.model, [batch], self.device)
+        proba = logits.softmax(1).numpy()
+        if not np.isfinite(proba).all():
+            raise DataError(f"{self.source or 'this model (not loaded from a bundle)'}: the model gives "
+                            "non-finite probabilities (NaN or infinity): its weights are corrupt or diverged "
+                            "in training; retrain it or use another bundle")
+        return proba
 
     def predict(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
-        """Probabilities ``[N, num_classes]`` (float32, rows sum to 1) of PIL images, paths or uint8 arrays."""
-        images = list(images)
-        if not images:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        batches = (torch.stack([self._tensor(im) for im in images[i:i + batch_size]])
-                   for i in range(0, len(images), batch_size))
-        logits, _ = batched_forward(self.model, batches, self.device)
-        return logits.softmax(1).numpy()
+        """Probabilities ``[N, num_classes]`` (float32, finite, rows sum to 1) of PIL images, paths or
+        uint8 arrays. The first image that cannot be used raises :class:`DataError` naming it."""
+        rows = self._rows(list(images), batch_size, report=False)
+        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict_labeled(self, images: Sequence[ImageLike], batch_size: int = 32) -> list[dict]:
-        """Per image: ``{"label", "label_ko", "probabilities": {class name: float}}``."""
+    def predict_labeled(self, images: Sequence[ImageLike], batch_size: int = 32,
+                        on_error: str = "raise") -> list[dict]:
+        """Per image: ``{"label", "label_ko", "probabilities": {class name: float}}``.
+
+        ``on_error="report"``: an image that cannot be used (missing, corrupt, refused mode) gets
+        ``{"error": message naming it}`` in its place and the others are still answered;
+        ``"raise"`` (default): the first such image raises :class:`DataError`.
+        """
+        if on_error not in ("raise", "report"):
+            raise ConfigError(f"on_error must be 'raise' or 'report', got {on_error!r}")
         results = []
-        for row in self.predict(images, batch_size):
+        for row in self._rows(list(images), batch_size, report=on_error == "report"):
+            if isinstance(row, DataError):
+                results.append({"error": str(row)})
+                continue
             best = int(row.argmax())
             results.append({"label": self.labels[best], "label_ko": self.labels_ko[best],
                             "probabilities": {name: float(p) for name, p in zip(self.labels, row)}})

@@ -173,3 +173,131 @@ def test_predictor_on_files_matches_evaluation_on_the_test_split(tmp_path, synth
     bundle = save_bundle(tmp_path / "b", model, "resnet18", prep, metrics={}, data=DATA)
     got = Predictor.from_bundle(bundle).predict(test["path"].tolist())
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# --- hostile bundles: every manifest check can fail ---------------------------------------------
+
+def _rewrite(bundle, **changes):
+    """Rewrite bundle.json with ``changes`` (a value of ``...`` deletes the key); return its path."""
+    file = bundle / "bundle.json"
+    manifest = json.loads(file.read_text(encoding="utf-8"))
+    manifest.update(changes)
+    manifest = {k: v for k, v in manifest.items() if v is not ...}
+    file.write_text(json.dumps(manifest), encoding="utf-8")
+    return file
+
+
+@pytest.mark.parametrize("key", ["architecture", "num_classes", "labels", "labels_ko", "preprocessing",
+                                 "weights_sha256"])
+def test_a_missing_manifest_key_is_named(bundle, key):
+    file = _rewrite(bundle, **{key: ...})
+    for load in (Predictor.from_bundle, bundle_summary):
+        with pytest.raises(DataError, match=rf"{file}: missing key\(s\) {key}$"):
+            load(bundle)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_an_unsupported_format_version_is_refused(bundle, version):
+    file = _rewrite(bundle, format_version=version)
+    with pytest.raises(DataError, match=rf"{file}: format_version {version!r} is not supported"):
+        Predictor.from_bundle(bundle)
+
+
+REORDERED = list(EMOTIONS[1:]) + [EMOTIONS[0]]
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"labels": REORDERED}, r"labels \['fear', .*\] are not .*\('surprise', 'fear', .*\) in that order"),
+    ({"labels": " ".join(EMOTIONS)}, r"labels 'surprise fear .*' are not"),
+    ({"labels": list(EMOTIONS[:6])}, r"labels \[.*\] are not"),
+    ({"labels_ko": list(reversed(EMOTIONS_KO))}, r"labels_ko \['중립', .*\] are not \('놀람', .*\) in that order"),
+    ({"num_classes": 6}, r"num_classes 6 is not 7"),
+    ({"num_classes": 7.0}, r"num_classes 7\.0 is not 7"),
+    ({"num_classes": "7"}, r"num_classes '7' is not 7"),
+    ({"num_classes": 6, "labels": list(EMOTIONS[:6]), "labels_ko": list(EMOTIONS_KO[:6])}, r"num_classes 6 is not 7"),
+])
+def test_labels_and_classes_must_be_the_canonical_ones(bundle, changes, problem):
+    """A reordered or stringly label list would silently relabel every prediction."""
+    file = _rewrite(bundle, **changes)
+    for load in (Predictor.from_bundle, bundle_summary):
+        with pytest.raises(DataError, match=rf"{file}: {problem}"):
+            load(bundle)
+
+
+def test_non_finite_numbers_in_the_manifest_are_refused(bundle, model):
+    file = bundle / "bundle.json"
+    file.write_text(file.read_text(encoding="utf-8").replace('"val_macro_f1": 0.4', '"val_macro_f1": NaN'),
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{file}: not valid JSON \(NaN is not a JSON number\)"):
+        bundle_summary(bundle)
+    with pytest.raises(ConfigError, match="JSON-serialisable"):
+        save_bundle(bundle.parent / "nan", model, "resnet18", PREPROCESSING,
+                    metrics={"val_macro_f1": float("nan")}, data=DATA)
+
+
+def _nan_model():
+    nan_model = create_model("resnet18")
+    with torch.no_grad():
+        for p in nan_model.parameters():
+            p.fill_(float("nan"))
+    return nan_model
+
+
+def test_tampered_weights_without_a_checksum_are_refused(bundle):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in _nan_model().state_dict().items()}, bundle / "model.safetensors")
+    file = _rewrite(bundle, weights_sha256=...)
+    with pytest.raises(DataError, match=rf"{file}: missing key\(s\) weights_sha256"):
+        Predictor.from_bundle(bundle)
+
+
+def test_non_finite_outputs_are_refused_naming_the_bundle(tmp_path, images):
+    broken = save_bundle(tmp_path / "nan", _nan_model(), "resnet18", PREPROCESSING, metrics={}, data=DATA)
+    predictor = Predictor.from_bundle(broken)
+    with pytest.raises(DataError, match=rf"{broken}: the model gives non-finite probabilities"):
+        predictor.predict(images)
+    with pytest.raises(DataError, match=rf"{broken}: the model gives non-finite"):
+        predictor.predict_labeled(images, on_error="report")  # a bundle fault, not an image's
+
+
+# --- hostile images ------------------------------------------------------------------------------
+
+def test_deep_and_transparent_images_predict_like_their_8_bit_versions(bundle, tmp_path):
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(grey.astype(np.uint16) * 257).save(deep)
+    rgba = np.dstack([np.stack([grey] * 3, -1), np.full((40, 40), 255, np.uint8)])
+    predictor = Predictor.from_bundle(bundle)
+    proba = predictor.predict([deep, Image.fromarray(grey.astype(np.uint16) * 257), rgba, grey])
+    for row in proba[:3]:
+        np.testing.assert_array_equal(row, proba[3])
+
+
+def test_tiny_images_are_predicted_with_a_warning(bundle, tmp_path):
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(dot)
+    predictor = Predictor.from_bundle(bundle)
+    with pytest.warns(UserWarning, match=rf"{dot}: 1x1 pixels is smaller than 16 on a side"):
+        assert predictor.predict([dot]).shape == (1, 7)
+    with pytest.warns(UserWarning, match=r"image 1 \(in memory\): 15x40 pixels"):
+        predictor.predict([np.zeros((40, 40), np.uint8), np.zeros((40, 15), np.uint8)])
+
+
+def test_predict_labeled_can_report_bad_images_and_answer_the_rest(bundle, tmp_path, images):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    predictor = Predictor.from_bundle(bundle)
+    mixed = [corrupt, *images, tmp_path / "absent.jpg"]
+    results = predictor.predict_labeled(mixed, batch_size=2, on_error="report")
+    assert [sorted(r) for r in results] == [["error"]] + [["label", "label_ko", "probabilities"]] * 3 + [["error"]]
+    assert results[0]["error"].startswith(f"{corrupt}: unreadable or corrupt image")
+    assert results[-1]["error"] == f"{tmp_path / 'absent.jpg'}: image file missing"
+    for got, alone in zip(results[1:4], predictor.predict_labeled(images)):  # batches differ: tiny float noise
+        assert got["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
+    assert predictor.predict_labeled([corrupt], on_error="report") == [{"error": results[0]["error"]}]
+    with pytest.raises(DataError, match="corrupt.png"):
+        predictor.predict_labeled(mixed)
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'report'"):
+        predictor.predict_labeled(images, on_error="skip")

@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 import click
 
 from .base import project
+
+
+def printable(text: str) -> str:
+    """``text`` (a file name, or a message naming one) with the bytes of a name that is not UTF-8
+    shown as ``\\xNN``: POSIX hands such names over as surrogate escapes, which no UTF-8 output
+    (so no JSON reader) accepts. Valid names come back unchanged."""
+    return os.fsencode(text).decode("utf-8", errors="backslashreplace")
 
 
 @click.command("predict")
@@ -19,7 +28,12 @@ from .base import project
                    "data/synthetic).")
 @click.option("--device", default="cpu", show_default=True)
 def predict_cmd(images, bundle, data_path, device):
-    """Predict the expression of each image; JSON on stdout (the bundle used, one object per image)."""
+    """Predict the expression of each image; JSON on stdout (the bundle used, one object per image).
+
+    An image that cannot be used (missing, corrupt, unsupported) gets {"image", "error"} and the
+    others are still answered. Warnings (e.g. a tiny image) go to stderr. Exit status: 0 all
+    answered; 1 some image failed; 2 no answer at all (unusable bundle, bad option).
+    """
     from ..predict import Predictor, choose_bundle
 
     if bundle is None:
@@ -33,8 +47,18 @@ def predict_cmd(images, bundle, data_path, device):
         record = describe_dataset(data_path, load_dataset(data_path))
         bundle = choose_bundle(folders.bundles, record["fingerprint"])["path"]
     predictor = Predictor.from_bundle(bundle, device=device)
-    results = predictor.predict_labeled([str(p) for p in images])
-    out = [{"image": str(path), **res} for path, res in zip(images, results)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = predictor.predict_labeled(images, on_error="report")
+    for warning in caught:
+        click.echo(f"warning: {printable(str(warning.message))}", err=True)
+    out = [{"image": printable(str(path)), **({"error": printable(res["error"])} if "error" in res else res)}
+           for path, res in zip(images, results)]
     summary = predictor.summary()
     used = {key: summary[key] for key in ("path", "model", "val_macro_f1", "data")}
-    click.echo(json.dumps({"bundle": used, "predictions": out}, indent=2, ensure_ascii=False))
+    used["path"] = printable(used["path"])
+    click.echo(json.dumps({"bundle": used, "predictions": out}, indent=2, ensure_ascii=False, allow_nan=False))
+    failed = sum("error" in res for res in results)
+    if failed:
+        click.echo(f"error: {failed} of {len(results)} images could not be read", err=True)
+        raise SystemExit(1)

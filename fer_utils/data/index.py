@@ -1,4 +1,4 @@
-"""The data index every loader returns, the problems scanners report, and image opening.
+"""The data index every loader returns, the problems scanners report, and image decoding.
 
 Each source module (``rafdb``, ``fer2013``, ``imagefolder``) has a *scanner*: a generator that
 walks the data set once and yields an :class:`Entry` per usable sample and a :class:`Problem`
@@ -20,6 +20,7 @@ The index is a :class:`pandas.DataFrame` with the columns :data:`INDEX_COLUMNS`:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -130,25 +131,104 @@ def check_index(index: pd.DataFrame) -> None:
     class_counts(index["label"], len(EMOTIONS))
 
 
+MIN_IMAGE_SIDE = 16
+"""Predicting on an image smaller than this on a side warns (:func:`warn_if_tiny`)."""
+NEUTRAL_GREY: tuple[int, int, int] = (128, 128, 128)
+"""The background transparent pixels are composited on."""
+_WIDE_INTEGER_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def to_rgb(image: Image.Image | np.ndarray, name: str) -> Image.Image:
+    """The one conversion of a decoded image to 8-bit RGB: training, prediction and uploads use it.
+
+    ``name`` (a file name, or a description of an in-memory image) is what errors name. Rules:
+
+    * an array must be uint8, H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA);
+    * 16-bit integer modes (``I;16``, ``I;16B``, ...) and ``I`` (32-bit integer, whose samples are
+      read as 16-bit ones, as Pillow gives 16-bit PNGs/TIFFs) become ``round(v / 257)``; ``I``
+      values outside 0..65535 are refused;
+    * ``F`` (floating point) in [0, 1] becomes ``round(v * 255)``; any other range, or a NaN or
+      infinity, is refused: its scale cannot be known, and a guess (min-max) would change with
+      the image's content;
+    * transparency (an alpha channel, or a transparent palette entry or colour) is composited
+      on :data:`NEUTRAL_GREY` instead of being dropped (which shows the hidden colour, often black);
+    * everything else (RGB, L, 1, P, CMYK, YCbCr, ...) is Pillow's ``convert("RGB")`` unchanged,
+      so ordinary images (the study's JPEGs) decode exactly as they always have.
+
+    A refused image raises :class:`~fer_utils.errors.DataError` naming ``name`` and the mode.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise DataError(f"{name}: image array must be uint8 H x W (grey), H x W x 3 (RGB) or H x W x 4 "
+                            f"(RGBA), got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    elif not isinstance(image, Image.Image):
+        raise DataError(f"{name}: not an image (a {type(image).__name__}); expected a PIL image, "
+                        "a uint8 array or a file path")
+    if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
+        image = _to_8_bit(image, name)
+    try:
+        if image.mode in _ALPHA_MODES or "transparency" in image.info:
+            background = Image.new("RGBA", image.size, (*NEUTRAL_GREY, 255))
+            return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise DataError(f"{name}: image mode {image.mode!r} cannot be converted to RGB ({exc})") from None
+
+
+def _to_8_bit(image: Image.Image, name: str) -> Image.Image:
+    """An ``L`` image from a 16/32-bit integer or floating-point one, by the rules of :func:`to_rgb`."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        if not np.isfinite(values).all():
+            raise DataError(f"{name}: image mode F with NaN or infinite values: floating-point samples "
+                            "must lie in [0, 1] (scaled by 255)")
+        if values.min() < 0 or values.max() > 1:
+            raise DataError(f"{name}: image mode F with values {values.min():g}..{values.max():g}: "
+                            "floating-point samples must lie in [0, 1] (scaled by 255)")
+        return Image.fromarray(np.rint(values * 255).astype(np.uint8))
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 0xFFFF:
+        raise DataError(f"{name}: image mode {image.mode} with values {low}..{high}: integer samples are "
+                        "read as 16-bit and must lie in 0..65535")
+    return Image.fromarray(((values.astype(np.uint32) + 128) // 257).astype(np.uint8))
+
+
+def warn_if_tiny(image: Image.Image, name: str) -> None:
+    """Warn, naming the image, when it is smaller than :data:`MIN_IMAGE_SIDE` on a side.
+
+    For prediction paths (a person's upload or file): such an image is still predicted, but
+    the answer says little. Training stays quiet; a data set's sizes are the checker's business.
+    """
+    width, height = image.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        warnings.warn(f"{name}: {width}x{height} pixels is smaller than {MIN_IMAGE_SIDE} on a side; "
+                      "the prediction says little", UserWarning, stacklevel=2)
+
+
 def load_rgb(path: str | None, pixels: np.ndarray | None, draft_size: int | None = None) -> Image.Image:
-    """An RGB image from in-memory ``pixels`` (fast path) or else from the file ``path``."""
+    """An RGB image (see :func:`to_rgb`) from in-memory ``pixels`` (fast path) or else from the file ``path``."""
     if isinstance(pixels, np.ndarray):
-        return Image.fromarray(pixels).convert("RGB")
+        return to_rgb(pixels, "in-memory pixels")
     if path is None:
         raise DataError("sample has neither an image path nor pixels")
     try:
         with Image.open(path) as image:
             if draft_size is not None:
                 image.draft("RGB", (draft_size, draft_size))  # JPEG only: decode at a reduced scale
-            return image.convert("RGB")
+            image.load()  # decoding errors are the file's; to_rgb's are about its mode
+            return to_rgb(image, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file missing") from None
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
 
 
 def open_image(row_or_path: Mapping | str | os.PathLike, draft_size: int | None = None) -> Image.Image:
-    """Open a sample as an RGB PIL image.
+    """Open a sample as an RGB PIL image (decoded by the rules of :func:`to_rgb`).
 
     ``row_or_path`` is an index row (anything with ``path``/``pixels`` keys, e.g. a
     ``DataFrame.iloc[i]``) or a file path. ``draft_size`` lets a JPEG decoder work at a reduced
