@@ -1,6 +1,9 @@
 """Loaders of RAF-DB, FER2013 and image folders; format detection; image opening; FERDataset."""
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import os
 import pickle
 import unicodedata
@@ -62,6 +65,11 @@ def test_load_rafdb_unknown_variant(tmp_path):
     ("train_00099.jpg 8\n", "'8' of train_00099.jpg is not an integer 1..7"),
     ("val_00001.jpg 3\n", "does not start with train_ or test_"),
     ("train_00001.jpg 3\n", "listed twice (first at line 1)"),
+    ("train_00099.jpg +4\n", "'+4' of train_00099.jpg is not an integer 1..7"),      # int() takes both
+    ("train_00099.jpg \uff14\n", "'\uff14' of train_00099.jpg is not an integer 1..7"),  # full-width 4
+    ("train_../../etc/x.jpg 3\n", "'train_../../etc/x.jpg' is not a plain file name"),
+    ("train_sub\\x.jpg 3\n", "is not a plain file name"),
+    ("train_00099\x07.jpg 3\n", "is not a plain file name"),
 ])
 def test_load_rafdb_bad_line_names_file_and_line(tmp_path, bad_line, expected):
     make_rafdb(tmp_path, extra_text=bad_line)
@@ -69,6 +77,30 @@ def test_load_rafdb_bad_line_names_file_and_line(tmp_path, bad_line, expected):
         load_rafdb(tmp_path)
     message = str(info.value)
     assert f"{LABEL_FILE}:22:" in message and expected in message
+
+
+def test_load_rafdb_label_file_with_byte_order_mark(tmp_path):
+    """Windows editors save UTF-8 with a BOM: it is not part of the first image name."""
+    make_rafdb(tmp_path)
+    label_file = tmp_path / "basic" / "EmoLabel" / LABEL_FILE
+    label_file.write_bytes(b"\xef\xbb\xbf" + label_file.read_bytes())
+    index = load_rafdb(tmp_path)
+    assert len(index) == 21 and index["id"].iloc[0] == "train_00001" and index["label"].iloc[0] == 0
+
+
+def test_load_rafdb_label_file_not_utf8_names_the_line(tmp_path):
+    make_rafdb(tmp_path)
+    label_file = tmp_path / "basic" / "EmoLabel" / LABEL_FILE
+    label_file.write_bytes(label_file.read_bytes() + "train_00099.jpg 3 \xe9t\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=f"{LABEL_FILE}:22: not UTF-8 text: byte 0xe9"):
+        load_rafdb(tmp_path)
+
+
+def test_load_rafdb_empty_label_file_is_an_error(tmp_path):
+    make_rafdb(tmp_path)
+    (tmp_path / "basic" / "EmoLabel" / LABEL_FILE).write_text("\n \n")
+    with pytest.raises(DataError, match=f"{LABEL_FILE}: the label file lists no images"):
+        load_rafdb(tmp_path)
 
 
 def test_load_rafdb_missing_label_file(tmp_path):
@@ -124,6 +156,8 @@ def test_load_fer2013_both_headers(tmp_path, header):
     (("7", "Training", pixel_text()), "emotion '7' is not an integer 0..6"),
     (("x", "Training", pixel_text()), "emotion 'x' is not an integer 0..6"),
     (("0", "Validation", pixel_text()), "Usage 'Validation' is not one of"),
+    (("+3", "Training", pixel_text()), "emotion '+3' is not an integer 0..6"),
+    (("\uff13", "Training", pixel_text()), "emotion '\uff13' is not an integer 0..6"),  # full-width 3
 ])
 def test_load_fer2013_bad_row_names_file_and_line(tmp_path, row, expected):
     csv_path = make_fer2013(tmp_path / "fer2013.csv", [("1", "Training", pixel_text()), row])
@@ -139,6 +173,49 @@ def test_load_fer2013_wrong_field_count_and_header(tmp_path):
         load_fer2013(csv_path)
     csv_path.write_text(f"label,pixels\n0,{pixel_text()}\n")
     with pytest.raises(DataError, match="fer2013.csv:1: header 'label,pixels' is not a FER2013 header"):
+        load_fer2013(csv_path)
+
+
+def test_load_fer2013_byte_order_mark(tmp_path):
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", [("3", "Training", pixel_text())])
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    assert load_fer2013(csv_path)["label"].tolist() == [index_of("happiness")]
+
+
+def test_load_fer2013_non_utf8_byte_names_file_and_line(tmp_path):
+    rows = [("1", "Training", pixel_text()), ("2", "Training\xff", pixel_text())]
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", rows)
+    csv_path.write_bytes(csv_path.read_bytes().replace("\xff".encode("utf-8"), b"\xff"))
+    with pytest.raises(DataError, match="fer2013.csv:3: not UTF-8 text: byte 0xff"):
+        load_fer2013(csv_path)
+
+
+@pytest.mark.parametrize("compress, kind", [(gzip.compress, "gzip"), (bz2.compress, "bzip2")])
+def test_load_fer2013_compressed_file_named_csv(tmp_path, compress, kind):
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", [("1", "Training", pixel_text())])
+    csv_path.write_bytes(compress(csv_path.read_bytes()))
+    with pytest.raises(DataError, match=f"fer2013.csv:1: a {kind}-compressed file, not CSV text; decompress it first"):
+        load_fer2013(csv_path)
+
+
+def test_load_fer2013_field_over_the_csv_limit_names_file_and_line(tmp_path):
+    huge = "1 " * 70_000  # 140,000 characters: over the csv module's 131,072 (a real pixel field has <= 9,215)
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", [("1", "Training", pixel_text()), ("2", "Training", huge)])
+    limit = csv.field_size_limit()
+    expected = r"fer2013.csv:3: unreadable CSV row: field larger than field limit \(131072\); .* at most 9,215"
+    with pytest.raises(DataError, match=expected):
+        load_fer2013(csv_path)
+    assert csv.field_size_limit() == limit  # the process-wide limit is left alone
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "fer2013.csv: the file is empty: expected the header emotion,pixels,Usage"),
+    ("emotion,pixels,Usage\n\n", "fer2013.csv: no data rows after the header"),
+])
+def test_load_fer2013_empty_is_an_error(tmp_path, text, expected):
+    csv_path = tmp_path / "fer2013.csv"
+    csv_path.write_text(text)
+    with pytest.raises(DataError, match=expected):
         load_fer2013(csv_path)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datafixtures import make_rafdb, rafdb_lines
 from PIL import Image
 
 from fer_utils.data import rafdb, synthetic
@@ -249,6 +250,53 @@ def test_refuses_to_write_into_a_real_data_set(tmp_path):
     with pytest.raises(DataError, match="synthetic.json"):
         generate(tmp_path, scale=0.001)
     assert label_file.read_text() == "train_00001.jpg 4\n"
+
+
+@pytest.mark.parametrize("target", ["rafdb/basic", "notes", "synthetic/basic"])
+def test_refuses_any_non_empty_folder_but_an_earlier_synthetic_set(tmp_path, target):
+    """A real RAF-DB's basic/ (which has no basic/ inside), any folder with files, and the basic/
+    folder of a synthetic set are all left exactly as they were."""
+    make_rafdb(tmp_path / "rafdb", rafdb_lines(1, 1))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    generate(tmp_path / "synthetic", scale=0.001, min_per_class=1)
+    before = digests(tmp_path)
+    with pytest.raises(DataError, match=f"{tmp_path / target} is not empty and has no synthetic.json"):
+        generate(tmp_path / target, scale=0.001, min_per_class=1)
+    assert digests(tmp_path) == before
+
+
+def test_refuses_a_file_and_accepts_an_empty_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        generate(tmp_path / "file", scale=0.001, min_per_class=1)
+    (tmp_path / "empty").mkdir()
+    assert is_synthetic(generate(tmp_path / "empty", scale=0.001, min_per_class=1))
+
+
+def test_interrupted_regeneration_never_looks_complete(tmp_path, monkeypatch):
+    """The old label file goes before any image is rewritten: a set cut off half-way has none,
+    so the loader refuses it instead of reading old labels beside new images."""
+    out = generate(tmp_path / "s", seed=0, scale=0.001, min_per_class=1)
+    label_file = out / "basic" / "EmoLabel" / "list_patition_label.txt"
+    drawn = []
+
+    def write_some(job):
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        drawn.append(job.name)
+        write_image(job)
+
+    write_image = synthetic.writer._write_image
+    monkeypatch.setattr(synthetic.writer, "_write_image", write_some)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, seed=1, scale=0.001, min_per_class=1)
+    assert len(drawn) == 3 and not label_file.exists()
+    with pytest.raises(DataError, match="label file not found"):
+        rafdb.load_rafdb(out)
+    monkeypatch.undo()
+    assert generate(out, seed=1, scale=0.001, min_per_class=1) == out and label_file.is_file()
+    assert not [p for p in label_file.parent.iterdir() if p != label_file]  # no temporary file left
 
 
 # --------------------------------------------------------------------------- draw_face

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..options import DATA_FORMATS
+from ..options import DATA_FORMATS, RAFDB_VARIANTS
 from .base import FERGroup, project
 
 
@@ -17,7 +17,8 @@ def data():
 
 @data.command("synth")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: the project's data/synthetic).")
+              help="Output folder: new, empty, or an earlier synthetic set, which is replaced "
+                   "(default: the project's data/synthetic).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--scale", type=float, default=None,
               help="Fraction of RAF-DB's size (default 0.1, about 1,534 images).")
@@ -39,10 +40,12 @@ def data_synth(out, seed, scale, workers):
 @data.command("check")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["auto", *DATA_FORMATS]), default="auto", show_default=True)
-def data_check(path, fmt):
+@click.option("--variant", type=click.Choice(RAFDB_VARIANTS), default="aligned", show_default=True,
+              help="RAF-DB image folder to check, basic/Image/<variant>/ (other formats ignore it).")
+def data_check(path, fmt, variant):
     """Validate a data set; print counts per class and split; exit 1 on any problem."""
     from ..data import check_dataset
 
-    report = check_dataset(path, fmt=fmt)
+    report = check_dataset(path, fmt=fmt, variant=variant)
     click.echo(report.format())
     sys.exit(0 if report.ok else 1)

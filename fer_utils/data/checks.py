@@ -18,7 +18,8 @@ from fer_utils.errors import DataError
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found: one message per problem, and images per class x split."""
+    """What :func:`check_dataset` found: one message per problem, images per class x split, and
+    how many image files opened and decoded without error (``images_checked``)."""
 
     errors: list[str]
     warnings: list[str]
@@ -62,21 +63,26 @@ def _check_images(entries: list[Entry], errors: list[str]) -> int:
             errors.append(f"{entry.path}: image file missing{listed(entry)}")
     missing_ids = {e.id for e in missing}
     present = [e for e in entries if e.path is not None and e.id not in missing_ids]
+    decoded = 0
     for entry in present:
         try:
             load_rgb(entry.path, None)
         except DataError as exc:
             errors.append(f"{exc}{listed(entry)}")
-    return len(present)
+        else:
+            decoded += 1
+    return decoded
 
 
 def check_dataset(path: str | os.PathLike, fmt: str = "auto", variant: str = "aligned") -> CheckReport:
     """Check the data set at ``path``; never raises for problems in the data, reports them all.
 
-    Errors: wrong layout (label file or image folder missing, unrecognised path), malformed
-    lines or rows, labels out of range, duplicate names, missing images, unreadable or corrupt
-    images (each one is opened and decoded). Warnings: images on disk that the label file does
-    not list, and files that are ignored.
+    Errors: wrong layout (label file or image folder missing, unrecognised path), an empty data
+    set (a label file that lists nothing, a CSV without data rows, no image in the folders),
+    unreadable files (compressed, not UTF-8), malformed lines or rows, labels out of range,
+    unsafe or duplicate names, missing images, unreadable or corrupt images (each one is opened
+    and decoded; ``images_checked`` counts those that decoded). Warnings: images on disk that
+    the label file does not list, and files that are ignored. ``variant`` applies to RAF-DB.
     """
     errors: list[str] = []
     warnings: list[str] = []

@@ -13,10 +13,18 @@ the validation split here and the private test set is read once at the end. Keep
 
 Sample ids are ``fer2013_00000``, ``fer2013_00001``, ... numbered by data row (0-based, the
 header not counted), so an id stays the same whichever header variant the file has.
+
+Messy files are problems at their line, never tracebacks: a compressed file (gzip, zip, bzip2,
+xz) named ``.csv``, a byte that is not UTF-8, or a field over the csv module's field limit. That
+limit (131,072 characters by default) is left alone: it is process-wide state, and a valid
+FER2013 field is never longer than :data:`MAX_FIELD` characters, so a row that reaches it is
+malformed whatever the limit. The csv reader drops such a row and goes on at the next line, so
+one bad row is one problem and the rest of the file is still read.
 """
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -26,11 +34,15 @@ import numpy as np
 import pandas as pd
 
 from fer_utils.data.index import Entry, Problem, index_from_scan
-from fer_utils.labels import fer2013_to_index
+from fer_utils.labels import NUM_CLASSES, fer2013_to_index
 
 SIDE = 48
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
+MAX_FIELD = 4 * SIDE * SIDE - 1
+"""The longest valid field, 9,215 characters: 2,304 pixel values of up to three digits and the spaces between."""
+_LABELS = {str(n): fer2013_to_index(n) for n in range(NUM_CLASSES)}  # exact: int() takes "+3", full-width "3"
+_COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
 
 def _parse_pixels(text: str) -> np.ndarray | str:
@@ -51,35 +63,86 @@ def _parse_pixels(text: str) -> np.ndarray | str:
     return array.astype(np.uint8).reshape(SIDE, SIDE)
 
 
+def _undecodable(fields: list[str]) -> str | None:
+    """What is wrong with a row read with ``errors="surrogateescape"`` whose bytes are not all
+    UTF-8 (each such byte became a lone surrogate), or None for a row of text."""
+    for field in fields:
+        if not field.isascii():
+            try:
+                field.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"not UTF-8 text: byte 0x{ord(field[exc.start]) - 0xDC00:02x} (save the file as UTF-8)"
+    return None
+
+
+def _records(handle: io.TextIOBase) -> Iterator[tuple[int, list[str] | str]]:
+    """``(line, fields)`` per non-blank CSV record of ``handle``, or ``(line, what is wrong)`` for
+    a record the csv module cannot read (a field over its limit) or whose bytes are not UTF-8.
+
+    ``line`` is the record's last line in the file. Reading goes on after a bad record.
+    """
+    reader = csv.reader(handle)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader has dropped the rest of this line and starts afresh
+            yield reader.line_num, (f"unreadable CSV row: {exc}; a valid FER2013 field has at most "
+                                    f"{MAX_FIELD:,} characters")
+            continue
+        if fields:
+            yield reader.line_num, _undecodable(fields) or fields
+
+
 def scan_fer2013(csv_path: str | os.PathLike) -> Iterator[Entry | Problem]:
-    """Scan a FER2013 CSV: yield one Entry per valid row and one Problem (file:line) per bad row."""
+    """Scan a FER2013 CSV: yield one Entry per valid row and one Problem (file:line) per bad row.
+
+    A file that is compressed, has no header or has no data row is one problem.
+    """
     path = Path(csv_path).resolve()
     where = str(path)
     if not path.is_file():
         yield Problem(where, "FER2013 CSV file not found")
         return
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        yield Problem(where, f"cannot read the file ({exc.strerror or exc})")
+        return
+    with raw:
+        head = raw.peek(8)
+        compression = next((kind for magic, kind in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+        if compression:
+            yield Problem(where, f"a {compression}-compressed file, not CSV text; decompress it first", 1)
+            return
+        records = _records(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline=""))
+        line, header = next(records, (None, None))
+        if header is None:
+            yield Problem(where, f"the file is empty: expected the header {','.join(COLUMNS)} and one row per image")
+            return
+        if isinstance(header, str):
+            yield Problem(where, header, line)
+            return
+        header = [name.strip() for name in header]
         if sorted(header) != sorted(COLUMNS):
             yield Problem(where, f"header {','.join(header)!r} is not a FER2013 header; expected the columns "
-                                 "emotion,pixels,Usage (in any order)", 1)
+                                 "emotion,pixels,Usage (in any order)", line)
             return
         column = {name: header.index(name) for name in COLUMNS}
         row_no = -1
-        for fields in reader:
-            if not fields:
-                continue
+        for line, fields in records:
             row_no += 1
-            line = reader.line_num
+            if isinstance(fields, str):
+                yield Problem(where, fields, line)
+                continue
             if len(fields) != len(COLUMNS):
                 yield Problem(where, f"{len(fields)} fields, expected {len(COLUMNS)} ({','.join(header)})", line)
                 continue
             raw_label, usage = fields[column["emotion"]].strip(), fields[column["Usage"]].strip()
-            try:
-                label = fer2013_to_index(int(raw_label))
-            except ValueError:
-                yield Problem(where, f"emotion {raw_label!r} is not an integer 0..6", line)
+            label = _LABELS.get(raw_label)
+            if label is None:
+                yield Problem(where, f"emotion {raw_label!r} is not an integer 0..{NUM_CLASSES - 1}", line)
                 continue
             if usage not in USAGE_TO_SPLIT:
                 yield Problem(where, f"Usage {usage!r} is not one of {', '.join(USAGE_TO_SPLIT)}", line)
@@ -89,6 +152,8 @@ def scan_fer2013(csv_path: str | os.PathLike) -> Iterator[Entry | Problem]:
                 yield Problem(where, pixels, line)
                 continue
             yield Entry(f"fer2013_{row_no:05d}", None, pixels, label, USAGE_TO_SPLIT[usage], "fer2013", f"{where}:{line}")
+        if row_no < 0:
+            yield Problem(where, "no data rows after the header: the data set is empty")
 
 
 def load_fer2013(csv_path: str | os.PathLike) -> pd.DataFrame:

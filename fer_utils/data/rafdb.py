@@ -45,6 +45,7 @@ NAME_EXTENSION = ".jpg"
 _ALIGNED_SUFFIX = "_aligned"  # of the aligned variant's file names: train_00001_aligned.jpg
 _PREFIX_OF_SPLIT = {split: prefix for prefix, split in SPLIT_PREFIXES.items()}
 _NAME = re.compile("(?:" + "|".join(map(re.escape, SPLIT_PREFIXES)) + r")\d+" + re.escape(NAME_EXTENSION))
+_LABELS = {str(n): rafdb_to_index(n) for n in range(1, NUM_CLASSES + 1)}  # exact: int() takes "+4", full-width "4"
 
 
 def _checked_variant(variant: str) -> str:
@@ -134,17 +135,27 @@ def label_line(name: str, label: int) -> str:
 def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | Problem]:
     """Parse ``list_patition_label.txt``: yield ``(line_no, name, label 0..6, split)`` or a Problem.
 
-    Blank lines are skipped. A line is a problem when it does not have exactly two fields, the
-    label is not an integer 1..7, the name has no ``train_``/``test_`` prefix, or the name was
-    already listed.
+    The file is UTF-8, with or without a byte order mark. Blank lines are skipped. A line is a
+    problem when it does not have exactly two fields, the label is not one of the digits 1..7,
+    the name is not a plain file name (it has a path separator or a non-printable character),
+    has no ``train_``/``test_`` prefix, or was already listed. A file that is not UTF-8 is one
+    problem at the line of its first bad byte; a file that lists no image is one problem.
     """
     where = str(label_file)
     seen: dict[str, int] = {}
     try:
-        lines = label_file.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        yield Problem(where, f"not a UTF-8 text file ({exc})")
+        data = label_file.read_bytes()
+    except OSError as exc:
+        yield Problem(where, f"cannot read the file ({exc.strerror or exc})")
         return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # exc.object is the data after any byte order mark (which has no newline)
+        line_no = exc.object.count(b"\n", 0, exc.start) + 1
+        yield Problem(where, f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} (save the file as UTF-8)", line_no)
+        return
+    # Only \n, \r\n and \r end a line, as in an editor (str.splitlines also splits at \f, \x1c, \u2028, ...).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for line_no, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
@@ -153,10 +164,13 @@ def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | P
             yield Problem(where, f"malformed line {line.strip()!r}: expected '<image name> <label 1..7>'", line_no)
             continue
         name, raw_label = fields
-        try:
-            label = rafdb_to_index(int(raw_label))
-        except ValueError:
+        label = _LABELS.get(raw_label)
+        if label is None:
             yield Problem(where, f"label {raw_label!r} of {name} is not an integer 1..{NUM_CLASSES}", line_no)
+            continue
+        if "/" in name or "\\" in name or not name.isprintable():
+            yield Problem(where, f"image name {name!r} is not a plain file name: it has a path separator "
+                                 "or a non-printable character", line_no)
             continue
         split = split_of(name)
         if split is None:
@@ -168,6 +182,8 @@ def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | P
             continue
         seen[stem] = line_no
         yield line_no, name, label, split
+    if not any(line.strip() for line in lines):
+        yield Problem(where, "the label file lists no images: the data set is empty")
 
 
 def scan_rafdb(root: str | os.PathLike, variant: str = "aligned") -> Iterator[Entry | Problem]:
@@ -181,7 +197,10 @@ def scan_rafdb(root: str | os.PathLike, variant: str = "aligned") -> Iterator[En
     if not label_file_ok:
         yield Problem(str(layout.label_file), f"wrong layout: RAF-DB label file not found under {layout.basic}")
     if not layout.image_dir.is_dir():
-        yield Problem(str(layout.image_dir), f"wrong layout: RAF-DB image folder for variant {variant!r} not found")
+        present = [repr(v) for v in VARIANTS if v != variant and RafdbLayout(layout.basic, v).image_dir.is_dir()]
+        hint = f"; variant {' and '.join(present)} is there" if present else ""
+        yield Problem(str(layout.image_dir),
+                      f"wrong layout: RAF-DB image folder for variant {variant!r} not found{hint}")
     if not label_file_ok:
         return
     listed: set[str] = set()

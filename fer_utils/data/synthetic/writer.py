@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fer_utils import __version__
+from fer_utils.cache import atomic_write
 from fer_utils.data import rafdb
 from fer_utils.data.synthetic.faces import ALIGNED_SIZE, DEFAULT_ORIGINAL_SIZE, render
 from fer_utils.errors import ConfigError, DataError
@@ -127,13 +128,20 @@ def is_synthetic(root: str | os.PathLike) -> bool:
 
 
 def _prepare(out: Path, layouts: dict[str, rafdb.RafdbLayout]) -> None:
-    """Refuse to write into anything but an earlier synthetic set, and clear that set's images."""
-    basic = next(iter(layouts.values())).basic
-    if not basic.exists():
+    """Refuse to write into anything but a new or empty folder or an earlier synthetic set, and
+    clear that set: its label file first, so that it never looks complete while images change.
+
+    An earlier set is a folder with ``synthetic.json`` in it, not just beside it (as for
+    :func:`is_synthetic`): the ``basic/`` folder of a synthetic set is refused like any other.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is not a folder: choose a new or empty folder for the synthetic data set")
+    if not out.exists() or not any(out.iterdir()):
         return
-    if not is_synthetic(out):
-        raise DataError(f"{basic} already exists and {out / METADATA_FILE} does not: refusing to write "
-                        f"synthetic images into what may be a real data set; choose an empty folder")
+    if not (out / METADATA_FILE).is_file():
+        raise DataError(f"{out} is not empty and has no {METADATA_FILE}: refusing to write synthetic images "
+                        f"into what may be a real data set; choose a new or empty folder, or an earlier synthetic set")
+    next(iter(layouts.values())).label_file.unlink(missing_ok=True)
     for layout in layouts.values():
         if layout.image_dir.is_dir():
             for file in layout.image_dir.iterdir():
@@ -201,9 +209,13 @@ def generate(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED, scale: float 
     process). The files are byte-identical for the same ``seed``, ``scale``, ``original_size``
     and ``min_per_class``, whatever ``workers`` is.
 
-    ``out_dir`` may be new, empty, or an earlier synthetic set (its images are replaced); a
-    ``basic/`` folder without ``synthetic.json`` beside it raises DataError, so a real RAF-DB
-    copy is never overwritten. The label file is written last: a set without it is incomplete.
+    ``out_dir`` may be new, empty, or an earlier synthetic set (a folder holding
+    ``synthetic.json``, whose label file and images are replaced); any other folder with
+    something in it raises DataError, so nothing is ever written into a real data set. An
+    earlier set's label file is removed before anything else and the new one is written last,
+    atomically: a set cut off half-way has no label file, which the loader and the checker
+    report, and never pairs old labels with new images. ``synthetic.json`` is written before
+    the images, so such a set can be regenerated in place.
     """
     counts = class_counts(scale, min_per_class)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -225,5 +237,5 @@ def generate(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED, scale: float 
 
     jobs = _plan(seed, counts, original_size, layouts)
     _write_images(jobs, workers, progress)
-    label_file.write_text("".join(rafdb.label_line(job.name, job.emotion) for job in jobs), encoding="utf-8")
+    atomic_write(label_file, "".join(rafdb.label_line(job.name, job.emotion) for job in jobs))
     return out
