@@ -40,7 +40,8 @@ two cells of every grid; a grid parameter is set by no run, no profile override 
 (``fer_utils.config``); the runner injects ``data_path`` and ``run_dir`` (and
 ``runs_root``/``cache_dir`` where the config has them). Executed notebooks land in
 ``<out>/<notebook>/<run>.ipynb``; run records in ``<runs>/<notebook>/<run>/``. Default folders come
-from :func:`fer_utils.paths.project_paths`.
+from :func:`fer_utils.paths.project_paths`. :func:`run_study` also checks the layout of the data set
+before the first notebook runs (:func:`check_data`), so that bad input writes nothing.
 """
 from __future__ import annotations
 
@@ -340,16 +341,47 @@ def _title_with_run_name(path: Path, name: str) -> None:
             return
 
 
-def run_study(profile: str = "default", data_path: str | Path | None = None,
-              runs_root: str | Path | None = None, out_dir: str | Path | None = None,
-              cache_dir: str | Path | None = None, only: Iterable[str] | None = None,
-              manifest_path: str | Path | None = None, echo=print) -> list[tuple[PlannedRun, float]]:
-    """Plan and execute the manifest's runs for ``profile``; a path left None is the project's
-    (:func:`fer_utils.paths.project_paths`). Notebooks execute in the project folder."""
+def plan_study(profile: str = "default", data_path: str | Path | None = None,
+               runs_root: str | Path | None = None, out_dir: str | Path | None = None,
+               cache_dir: str | Path | None = None, only: Iterable[str] | None = None,
+               manifest_path: str | Path | None = None) -> list[PlannedRun]:
+    """Load the manifest and :func:`plan` its runs for ``profile``; writes nothing.
+
+    Raises :class:`~fer_utils.errors.ConfigError` for a missing project folder or manifest, an
+    unknown profile or ``only`` name, or a bad parameter. A path left None is the project's
+    (:func:`fer_utils.paths.project_paths`); a relative path is taken from the current folder.
+    """
     manifest = load_manifest(manifest_path)
     resolved = [None if p is None else Path(p).resolve() for p in (data_path, runs_root, out_dir, cache_dir)]
-    runs = plan(manifest, profile, *resolved, only=only,
+    return plan(manifest, profile, *resolved, only=only,
                 notebooks_dir=Path(manifest_path).resolve().parent if manifest_path is not None else None)
+
+
+def data_sets(runs: Iterable[PlannedRun]) -> list[Path]:
+    """The data sets the runs read (the ``data_path`` of those that have one), each once."""
+    return list(dict.fromkeys(Path(run.params["data_path"]) for run in runs if "data_path" in run.params))
+
+
+def check_data(runs: Iterable[PlannedRun]) -> None:
+    """Check that every data set the runs read (:func:`data_sets`) has a recognised layout.
+
+    Raises :class:`~fer_utils.errors.DataError` describing the accepted layouts
+    (:func:`fer_utils.data.detect_format`), so that a wrong ``--data`` is reported before any
+    notebook runs rather than as a failed page of the book. Reads the folder only.
+    """
+    from .data import detect_format  # torch and pandas: only when a study runs
+
+    for path in data_sets(runs):
+        detect_format(path)
+
+
+def execute_study(runs: list[PlannedRun], echo=print) -> list[tuple[PlannedRun, float]]:
+    """Execute planned runs in order, after :func:`check_data`; returns ``(run, seconds)`` pairs.
+
+    Nothing is written when the data check fails; a failing notebook stops the study
+    (:class:`StudyRunError`), leaving its executed copy with the traceback.
+    """
+    check_data(runs)
     done = []
     for i, run in enumerate(runs, 1):
         echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} ...")
@@ -357,6 +389,20 @@ def run_study(profile: str = "default", data_path: str | Path | None = None,
         echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} done in {seconds:.1f} s -> {run.output}")
         done.append((run, seconds))
     return done
+
+
+def run_study(profile: str = "default", data_path: str | Path | None = None,
+              runs_root: str | Path | None = None, out_dir: str | Path | None = None,
+              cache_dir: str | Path | None = None, only: Iterable[str] | None = None,
+              manifest_path: str | Path | None = None, echo=print) -> list[tuple[PlannedRun, float]]:
+    """Plan and execute the manifest's runs for ``profile``; a path left None is the project's
+    (:func:`fer_utils.paths.project_paths`). Notebooks execute in the project folder.
+
+    Every run is planned and the data set checked before the first one executes
+    (:func:`plan_study`, :func:`check_data`): an error there writes nothing.
+    """
+    runs = plan_study(profile, data_path, runs_root, out_dir, cache_dir, only, manifest_path)
+    return execute_study(runs, echo)
 
 
 def render_toc(manifest: dict) -> str:

@@ -1,5 +1,6 @@
 """The `fer` command through click's runner (in process) and once as a real console script."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from fer_utils.cli import main
+from fer_utils.errors import ConfigError
+from fer_utils.paths import ENV_DIRS, ENV_HOME, find_project
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,9 +46,9 @@ def test_check_names_the_broken_file_and_line_and_exits_nonzero(tmp_path):
 def test_study_run_rejects_unknown_notebook_and_missing_data(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["study", "run", "--only", "nothing", "--data", str(tmp_path)])
-    assert res.exit_code == 2 and "matches no notebook" in res.output
+    assert res.exit_code == 2 and "error: --only 'nothing' matches no notebook" in res.output
     res = runner.invoke(main, ["study", "run", "--data", str(tmp_path / "absent")])
-    assert res.exit_code != 0 and "does not exist" in res.output
+    assert (res.exit_code, res.output) == (2, f"error: {tmp_path.resolve() / 'absent'}: no such file or folder\n")
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def test_predict_without_bundle_says_so(project, synthetic_rafdb):
     res = CliRunner().invoke(main, ["predict", str(project / "x.jpg"), "--data", str(synthetic_rafdb)])
     assert res.exit_code == 2 and "no model bundle trained on the data set with fingerprint" in res.output
     res = CliRunner().invoke(main, ["predict", str(project / "x.jpg")])
-    assert res.exit_code != 0 and "data/synthetic does not exist" in res.output
+    assert res.exit_code == 2 and "data/synthetic does not exist" in res.output
 
 
 def _bundle(folder, seed, val, data):
@@ -90,7 +93,8 @@ def test_predict_json_from_a_real_bundle(tmp_path, synthetic_rafdb):
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-5
         assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "missing.jpg"), "--bundle", str(bundle)])
-    assert res.exit_code == 2 and "missing.jpg" in res.output
+    (entry,) = json.loads(res.stdout)["predictions"]     # reported in its entry, exit 1
+    assert res.exit_code == 1 and "missing.jpg" in entry["error"] and "label" not in entry
 
 
 def test_predict_serves_the_best_validation_bundle_of_the_data_set(project, synthetic_rafdb):
@@ -109,8 +113,37 @@ def test_predict_serves_the_best_validation_bundle_of_the_data_set(project, synt
     assert out["path"] == str(best) and out["val_macro_f1"] == 0.6 and out["data"] == data
 
 
-def test_console_script_is_installed():
+def fer_script(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run the installed ``fer`` console script in ``cwd``, without FER_HOME or other FER_* folders."""
     exe = shutil.which("fer", path=str(Path(sys.executable).parent))
     assert exe, "the `fer` console script is not installed in this environment"
-    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    clean = {k: v for k, v in os.environ.items() if k != ENV_HOME and k not in ENV_DIRS.values()}
+    return subprocess.run([exe, *args], cwd=cwd, env={**clean, **env}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_console_script_is_installed(tmp_path):
+    res = fer_script("--help", cwd=tmp_path)
     assert res.returncode == 0 and "study" in res.stdout and "predict" in res.stdout
+
+
+@pytest.mark.parametrize("args", [["study", "run"], ["study", "run", "--data", "faces"], ["data", "synth"],
+                                  ["predict", "face.jpg"]])
+def test_console_script_outside_a_project_folder_says_so_and_writes_nothing(tmp_path, args):
+    """Not the checkout ``fer`` was installed from: the current folder, which is no project."""
+    with pytest.raises(ConfigError) as expected:
+        find_project(env={}, cwd=tmp_path)
+    res = fer_script(*args, cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr) == (2, "", f"error: {expected.value}\n")
+    assert "no project folder" in res.stderr and str(tmp_path.resolve()) in res.stderr
+    assert not any(tmp_path.iterdir())          # no data generated, nothing else written
+
+
+def test_console_script_reads_the_manifest_of_the_project_folder(tmp_path):
+    """The project folder's manifest (FER_HOME, else the current folder), not the checkout's."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "study.yaml").write_text("notebooks:\n  01_data: {}\n")
+    for env in ({}, {ENV_HOME: str(tmp_path)}):
+        res = fer_script("study", "run", "--only", "nothing", cwd=tmp_path if not env else tmp_path.parent, **env)
+        assert (res.returncode, res.stderr) == (2, "error: --only 'nothing' matches no notebook; known: 01_data\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notebooks"]

@@ -26,7 +26,9 @@ LEFT_WHITE = Image.fromarray(np.hstack([np.full((16, 8, 3), 255, np.uint8), np.z
 
 
 def is_flipped(tensor: torch.Tensor) -> bool:
-    return bool(tensor[:, :, 0].mean() < 0)  # left column black after a flip
+    """The left end of the middle row is black: mirrored (a rotation of up to 15 degrees keeps it white)."""
+    size = tensor.shape[-1]
+    return bool(tensor[:, size // 2, : size // 4].mean() < 0)
 
 
 def test_output_shape_dtype_and_normalisation():
@@ -51,10 +53,89 @@ def test_hflip_flips_about_half_seeded():
     assert not any(is_flipped(evaluation(LEFT_WHITE)) for _ in range(10))
 
 
+WHITE = Image.new("RGB", (16, 16), "white")
+_RAMP = np.arange(0, 256, 4, dtype=np.uint8)
+GRADIENT = Image.fromarray(np.dstack([np.tile(_RAMP, (64, 1)), np.tile(_RAMP[:, None], (1, 64)),
+                                      np.full((64, 64), 128, np.uint8)]))
+"""Red grows from left to right, green from top to bottom: a crop shows a narrower range of both."""
+EPS = 1e-5
+
+
+def augmented(augmentation: str, image: Image.Image, n: int = 40, **settings) -> list[torch.Tensor]:
+    """``n`` seeded draws of the training transform with ``augmentation``."""
+    transform = build_transform(P32, augmentation=augmentation, train=True, **settings)
+    torch.manual_seed(0)
+    return [transform(image) for _ in range(n)]
+
+
+def plain(image: Image.Image) -> torch.Tensor:
+    return build_transform(P32)(image)
+
+
 @pytest.mark.parametrize("augmentation", ["none", "hflip", "hflip_always", "hflip_rotate", "random_resized_crop"])
 def test_every_preset_keeps_shape(augmentation):
     transform = build_transform(P32, augmentation=augmentation, train=True, rrc_scale=(0.5, 1.0))
     assert transform(LEFT_WHITE).shape == (3, 32, 32)
+
+
+def test_none_changes_nothing():
+    for image in (LEFT_WHITE, WHITE, GRADIENT):
+        assert all(torch.equal(out, plain(image)) for out in augmented("none", image))
+
+
+def test_flips_mirror_the_image_and_do_nothing_else():
+    same, mirrored = plain(GRADIENT), plain(GRADIENT).flip(-1)
+    outs = augmented("hflip", GRADIENT)
+    assert all(torch.equal(out, same) or torch.equal(out, mirrored) for out in outs)
+    assert any(torch.equal(out, same) for out in outs) and any(torch.equal(out, mirrored) for out in outs)
+    assert all(torch.equal(out, mirrored) for out in augmented("hflip_always", GRADIENT))
+
+
+def rotated(out: torch.Tensor) -> bool:
+    """A white image turned by a visible angle: black (fill) corners, a white centre."""
+    corners = out[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    return bool((corners < 0).any() and torch.allclose(out[:, 14:18, 14:18], torch.ones(3, 4, 4)))
+
+
+def test_hflip_rotate_rotates_and_mirrors():
+    assert not rotated(plain(WHITE)) and not any(rotated(out) for out in augmented("hflip", WHITE))
+    assert sum(map(rotated, augmented("hflip_rotate", WHITE))) >= 30        # angles of -15..15 degrees
+    assert not any(rotated(out) for out in augmented("hflip_rotate", WHITE, rotate_degrees=0))
+    flips = [is_flipped(out) for out in augmented("hflip_rotate", LEFT_WHITE)]
+    assert 10 <= sum(flips) <= 30
+
+
+def test_random_resized_crop_shows_a_part_of_the_image_scaled_up():
+    full = plain(GRADIENT)
+    low, high = full.amin(dim=(1, 2)), full.amax(dim=(1, 2))
+
+    def area(out):  # the fraction of the image shown: red and green ranges relative to the whole
+        return float((out[0].amax() - out[0].amin()) / (high[0] - low[0])
+                     * (out[1].amax() - out[1].amin()) / (high[1] - low[1]))
+
+    outs = augmented("random_resized_crop", GRADIENT, rrc_scale=(0.5, 1.0))
+    for out in outs:     # nothing new (no fill, no overshoot), nothing mirrored or turned
+        assert (out.amin(dim=(1, 2)) >= low - EPS).all() and (out.amax(dim=(1, 2)) <= high + EPS).all()
+        assert (out[0].diff(dim=1) >= -EPS).all() and (out[1].diff(dim=0) >= -EPS).all()
+        assert 0.4 <= area(out) <= 1 + EPS
+    assert sum(area(out) < 0.9 for out in outs) >= 20
+    assert area(full) == pytest.approx(1)
+
+
+def test_minority_augments_only_the_minority_classes(tmp_path):
+    counts = dict(enumerate([4, 1, 1, 4, 4, 1, 4], 1))        # fear, disgust, anger below the median
+    make_rafdb(tmp_path, lines=[(f"train_{label}{i:04d}.jpg", label) for label, n in counts.items() for i in range(n)])
+    train = make_datasets(make_splits(load_rafdb(tmp_path), val_fraction=0), P32, augmentation="minority")["train"]
+    plain_train = make_datasets(make_splits(load_rafdb(tmp_path), val_fraction=0), P32)["train"]
+    minority = {index_of("fear"), index_of("disgust"), index_of("anger")}
+    changed = set()
+    torch.manual_seed(0)
+    for _ in range(5):
+        for i in range(len(train)):
+            image, label = train[i]
+            if not torch.equal(image, plain_train[i][0]):
+                changed.add(label)
+    assert changed == minority
 
 
 def test_unknown_or_invalid_settings():

@@ -1,4 +1,7 @@
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,12 +46,50 @@ def test_missing_or_bad_record_files_are_named(tmp_path):
         runs.load_run(tmp_path / "r")
 
 
+def git(*args: str, cwd: Path) -> str:
+    """Run git in ``cwd`` with a fixed identity (and no signing) whatever the user's settings."""
+    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+    return subprocess.run(["git", *identity, *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def head_of_checkout(path: Path) -> str | None:
+    """The commit of the git checkout holding ``path``, asked of git directly; None outside one."""
+    try:
+        return git("rev-parse", "HEAD", cwd=path)
+    except subprocess.CalledProcessError:
+        return None
+
+
 def test_provenance_has_the_essentials():
     p = repro.provenance(data={"fingerprint": "f"}, device="cpu")
     assert p["packages"]["torch"] and p["packages"]["fer_utils"]
     assert p["data"]["fingerprint"] == "f" and p["device"]["device"] == "cpu"
-    assert p["git_sha"] is None or len(p["git_sha"].split("+")[0]) == 40
-    json.dumps(p)
+    head = head_of_checkout(Path(repro.__file__).parent)
+    if head is None:                                  # an installed package: no checkout to name
+        assert p["git_sha"] is None
+    else:
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", p["git_sha"]) and p["git_sha"].split("+")[0] == head
+    assert json.loads(json.dumps(p)) == p             # a provenance.json reads back as written
+
+
+def test_git_sha_of_a_clean_and_a_dirty_checkout(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    (repo / "train.py").write_text("print(1)\n")
+    git("add", "train.py", cwd=repo)
+    git("commit", "-q", "-m", "first", cwd=repo)
+    head = git("rev-parse", "HEAD", cwd=repo)
+    assert re.fullmatch(r"[0-9a-f]{40}", head)
+    assert repro.git_sha(repo) == head
+    (repo / "notes.txt").write_text("untracked files do not make a checkout dirty\n")
+    assert repro.git_sha(repo) == head
+    (repo / "train.py").write_text("print(2)\n")
+    assert repro.git_sha(repo) == f"{head}+dirty"
+    (tmp_path / "plain").mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))   # git looks no higher than tmp_path
+    assert repro.git_sha(tmp_path / "plain") is None
 
 
 class Unprintable:

@@ -12,7 +12,7 @@ import yaml
 
 from fer_utils import runs, study
 from fer_utils.config import NOTEBOOK_CONFIGS
-from fer_utils.errors import ConfigError
+from fer_utils.errors import ConfigError, DataError
 from fer_utils.paths import ENV_DIRS, ENV_HOME, project_paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,6 +216,21 @@ def _project(folder: Path) -> Path:
     return folder.resolve()
 
 
+def test_run_study_checks_the_data_set_before_running_anything(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_HOME, str(_project(tmp_path / "project")))
+    for var in ENV_DIRS.values():
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "faces.txt").write_text("train_00001.jpg 1\n")
+    with pytest.raises(DataError, match=r"faces.txt: not a recognised data set(.|\n)*accepted layouts"):
+        study.run_study("quick", data_path=tmp_path / "faces.txt", echo=pytest.fail)
+    assert [p.name for p in (tmp_path / "project").iterdir()] == ["notebooks"]  # no page, no run record
+    manifest = study.load_manifest()
+    assert study.data_sets(_plan(manifest)) == [Path("/d")]            # one data set, read by 01 and 02
+    assert study.data_sets(_plan(manifest, only=["03"])) == []         # 03 reads run records only
+    with pytest.raises(DataError, match="/d: no such file or folder"):
+        study.check_data(_plan(manifest))
+
+
 def test_plan_and_load_manifest_default_to_the_project_folder(tmp_path, monkeypatch):
     for var in (ENV_HOME, *ENV_DIRS.values()):
         monkeypatch.delenv(var, raising=False)
@@ -262,6 +277,7 @@ def quick_study(tmp_path_factory, synthetic_rafdb):
 def test_every_notebook_executes_and_writes_its_run_record(quick_study, synthetic_rafdb):
     paths, done = quick_study
     assert {r.notebook for r, _ in done} == {p.stem for p in NOTEBOOKS}
+    without_data = set()
     for run, _seconds in done:
         assert run.output.parent.parent == paths.book_out
         assert Path(run.params["run_dir"]).parent.parent == paths.runs
@@ -273,8 +289,11 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
         assert record["params"]["notebook"] == run.notebook
         if "data_path" in record["params"]:
             assert record["params"]["data_path"] == str(synthetic_rafdb)
+        else:
+            without_data.add(run.notebook)
         data = record["provenance"]["data"]      # a list on pages that compare runs
         assert all(d["fingerprint"] and d["synthetic"] for d in (data if isinstance(data, list) else [data]))
+    assert without_data == {"03_cnn_compare"}   # it compares run records and reads no data set
     data = runs.load_run(paths.runs / "01_data" / "default")
     meta = json.loads((synthetic_rafdb / "synthetic.json").read_text())
     assert data["metrics"]["n_images"] == sum(sum(c.values()) if isinstance(c, dict) else c

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup, project
+from .base import FERGroup
 
 
 @click.group(cls=FERGroup)
@@ -26,18 +26,27 @@ def study():
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Study manifest (default: the project's notebooks/study.yaml).")
 def study_run(profile, data_path, only, runs_root, out_dir, manifest):
-    """Execute the study manifest with papermill."""
+    """Execute the study manifest with papermill.
+
+    Nothing is written until the plan (manifest, profile, --only, parameters) and the data set's
+    layout are checked; without --data, the project's data set is generated first if missing.
+    """
     from .. import study as st
 
+    runs = st.plan_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir,
+                         only=only, manifest_path=manifest)
     if data_path is None:
-        data_path = project().synthetic
-        if not data_path.exists():
-            from ..data import synthetic
-
-            click.echo(f"{data_path} is missing: generating the embedded synthetic data set")
-            synthetic.generate(data_path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE)
-    elif not data_path.exists():
-        raise click.BadParameter(f"{data_path} does not exist", param_hint="--data")
-    done = st.run_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir, only=only,
-                        manifest_path=manifest, echo=click.echo)
+        for path in st.data_sets(runs):  # the project's default data set, when a run reads it
+            _generate_default_data(path)
+    done = st.execute_study(runs, echo=click.echo)
     click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s")
+
+
+def _generate_default_data(path: Path) -> None:
+    """Write the embedded synthetic data set at ``path`` unless something is there."""
+    if path.exists():
+        return
+    from ..data import synthetic
+
+    click.echo(f"{path} is missing: generating the embedded synthetic data set")
+    synthetic.generate(path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE)
