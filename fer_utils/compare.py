@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
 from .labels import EMOTIONS
 from .runs import collect_runs, load_run
 from .stats import mcnemar, paired_bootstrap
@@ -102,6 +104,54 @@ def pairwise_tests(records: dict[str, dict], by: str = "model", n_bootstrap: int
             row.update({"macro F1 A − B": diff, "95% CI low": low, "95% CI high": high})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pairwise_summary(tests: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`pairwise_tests` for reading: one narrow row per pair, the macro-F1 difference with
+    its interval as ``'0.206 [0.150, 0.262]'`` and McNemar's p-value with its test."""
+    if tests.empty:
+        return tests
+    out = tests[["A", "B", "seed", "A right, B wrong", "A wrong, B right"]].copy()
+    out["McNemar p"] = [f"{p:.{digits}g} ({'exact' if m.startswith('exact') else 'chi-square'})"
+                        for p, m in zip(tests["p_value"], tests["method"])]
+    if "macro F1 A − B" in tests:
+        out["macro F1 A − B [95% CI]"] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" for d, lo, hi in
+                                          zip(tests["macro F1 A − B"], tests["95% CI low"], tests["95% CI high"])]
+    return out
+
+
+def failure_notes(records: dict[str, dict], by: str = "model") -> list[str]:
+    """Plain-language notes on runs that learned (next to) nothing, for a page to show beside
+    their numbers: a run that predicts one class for every test image, and a run whose accuracy
+    or macro F1 is not above the majority-class baseline (always predicting the most frequent
+    test class). An empty list means no run is broken in these ways."""
+    notes = []
+    for run, rec in records.items():
+        pred = rec.get("predictions")
+        if pred is None or pred.empty:
+            continue
+        name, m = rec["params"].get(by, run), rec["metrics"]
+        true, predicted = pred["true"].to_numpy(), pred["predicted"].to_numpy()
+        majority = np.bincount(true, minlength=len(EMOTIONS)).argmax()
+        share = float(np.mean(true == majority))
+        baseline_f1 = 2 * share / (1 + share) / len(EMOTIONS)   # macro F1 of always predicting it
+        if len(np.unique(predicted)) == 1:
+            notes.append(f"{name} (run {run}) predicts {EMOTIONS[predicted[0]]!r} for all {len(pred)} test "
+                         f"images: it learned nothing, and its accuracy {m['accuracy']:.3f} is that class's share.")
+        elif m["accuracy"] <= share or m["macro_f1"] <= baseline_f1:
+            notes.append(f"{name} (run {run}) is not above the majority-class baseline (always "
+                         f"{EMOTIONS[majority]!r}: accuracy {share:.3f}, macro F1 {baseline_f1:.3f}); it has "
+                         f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}.")
+    return notes
+
+
+def failure_report(records: dict[str, dict], by: str = "model") -> str:
+    """:func:`failure_notes` as Markdown for a results page ("" when every run learned something)."""
+    notes = failure_notes(records, by)
+    if not notes:
+        return ""
+    return ("**Read these numbers as failures, not results.** On this data and budget:\n\n"
+            + "\n".join(f"- {note}" for note in notes))
 
 
 def per_class_table(metrics: dict) -> pd.DataFrame:

@@ -57,3 +57,29 @@ def test_tables_of_one_run(records):
     assert {"precision", "recall", "f1"} <= set(per_class.columns)
     assert compare.data_records(recs) == [{"name": "d", "fingerprint": "f"}]
     assert isinstance(compare.per_class_f1(recs), pd.DataFrame)
+
+
+def test_pairwise_summary_is_one_readable_row_per_pair(records):
+    *_, recs = records
+    tests = compare.pairwise_tests(recs, n_bootstrap=200, seed=0)
+    (row,) = compare.pairwise_summary(tests).to_dict(orient="records")
+    d, lo, hi = tests.iloc[0][["macro F1 A − B", "95% CI low", "95% CI high"]]
+    assert row["macro F1 A − B [95% CI]"] == f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    assert row["McNemar p"].endswith("(chi-square)") and (row["A"], row["B"]) == ("good", "poor")
+    assert "macro F1 A − B [95% CI]" not in compare.pairwise_summary(compare.pairwise_tests(recs, n_bootstrap=0))
+
+
+def test_failure_notes_name_collapsed_and_sub_baseline_runs(tmp_path, records):
+    y, good, _, recs = records
+    majority = np.bincount(y).argmax()
+    collapsed = _record(tmp_path, "collapsed", y, np.full_like(y, majority))
+    rng = np.random.default_rng(1)
+    weak = _record(tmp_path, "weak", y, rng.integers(0, 7, len(y)))       # chance: below the majority share
+    notes = compare.failure_notes({"good": recs["good"], "collapsed": collapsed, "weak": weak})
+    assert len(notes) == 2
+    assert notes[0].startswith("collapsed (run collapsed) predicts") and f"all {len(y)} test images" in notes[0]
+    assert notes[1].startswith("weak (run weak) is not above the majority-class baseline")
+    assert compare.failure_notes({"good": recs["good"]}) == []
+    report = compare.failure_report({"collapsed": collapsed})
+    assert report.startswith("**Read these numbers as failures") and "- collapsed (run collapsed)" in report
+    assert compare.failure_report({"good": recs["good"]}) == ""
