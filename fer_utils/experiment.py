@@ -66,7 +66,8 @@ def score_test(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     metrics["ci95"] = {}
     if n_bootstrap > 0:
         for name in CI_METRICS:
-            _, low, high = bootstrap_ci(y_true, y_pred, name, n_boot=n_bootstrap, seed=seed)
+            _, low, high = bootstrap_ci(y_true, y_pred, name, n_boot=n_bootstrap, seed=seed,
+                                        num_classes=len(metrics["per_class"]))  # evaluate's classes
             metrics["ci95"][name] = [low, high]
     return metrics
 

@@ -1,9 +1,11 @@
-"""Uncertainty and significance: percentile bootstrap confidence intervals and McNemar's test.
+"""Uncertainty and significance: percentile bootstrap confidence intervals, McNemar's test and
+Holm's correction for testing several pairs at once.
 
 Flaw 6 of the original study (one run, no interval, no test) is answered here: every reported
 test-set metric gets a bootstrap interval over test images, and two models evaluated on the same
 images are compared with McNemar's test on their disagreements and with a paired bootstrap
-interval of their difference in a metric.
+interval of their difference in a metric; :func:`holm` adjusts the p-values of several such
+tests so that the chance of any false "significant" stays at most alpha.
 """
 from __future__ import annotations
 
@@ -33,12 +35,25 @@ def _f1_from_confusions(conf: np.ndarray, average: str) -> np.ndarray:
     return (f1 * support).sum(1) / support.sum(1)
 
 
-def _vectorised(metric: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _class_codes(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None) -> tuple[np.ndarray, int]:
+    """``(codes of y_true then y_pred, number of classes K)``: the labels themselves with a fixed
+    ``num_classes`` (classes ``0..K-1``), else indices into the classes present in either."""
+    labels = np.concatenate([y_true, y_pred])
+    if num_classes is None:
+        classes, codes = np.unique(labels, return_inverse=True)
+        return codes, len(classes)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"with num_classes={num_classes} labels must be integers 0..{num_classes - 1}, "
+                         f"got values from {labels.min()} to {labels.max()}")
+    return labels, num_classes
+
+
+def _vectorised(metric: str, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray,
+                num_classes: int | None) -> np.ndarray:
     """``metric`` on each row of resample indices ``idx [B, N]``."""
     if metric == "accuracy":
         return (y_true == y_pred)[idx].mean(1)
-    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
-    k = len(classes)
+    codes, k = _class_codes(y_true, y_pred, num_classes)
     pair = codes[: len(y_true)] * k + codes[len(y_true):]  # (true, predicted) cell of each image
     offsets = (np.arange(len(idx)) * k * k)[:, None]
     conf = np.bincount((pair[idx] + offsets).ravel(), minlength=len(idx) * k * k).reshape(len(idx), k, k)
@@ -53,12 +68,13 @@ def _check_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
-def _metric_on_resamples(metric: str | MetricFn, y_true: np.ndarray, y_pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def _metric_on_resamples(metric: str | MetricFn, y_true: np.ndarray, y_pred: np.ndarray,
+                         num_classes: int | None) -> Callable[[np.ndarray], np.ndarray]:
     """``f(idx [B, N]) -> [B]``: the metric on each row of resample indices."""
     if callable(metric):
         return lambda idx: np.array([metric(y_true[i], y_pred[i]) for i in idx], dtype=np.float64)
     if metric in ("accuracy", "macro_f1", "weighted_f1"):
-        return lambda idx: _vectorised(metric, y_true, y_pred, idx)
+        return lambda idx: _vectorised(metric, y_true, y_pred, idx, num_classes)
     raise ValueError(f"metric must be 'accuracy', 'macro_f1', 'weighted_f1' or a callable, got {metric!r}")
 
 
@@ -78,33 +94,42 @@ def _percentile_bootstrap(compute: Callable[[np.ndarray], np.ndarray], n: int, n
 
 
 def bootstrap_ci(y_true, y_pred, metric: str | MetricFn = "accuracy", n_boot: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+                 alpha: float = 0.05, seed: int = 0, num_classes: int | None = None) -> tuple[float, float, float]:
     """``(point, low, high)``: the metric and its percentile bootstrap ``1 - alpha`` interval.
 
     Images are resampled with replacement ``n_boot`` times (seeded, so repeatable). ``metric`` is
     ``"accuracy"``, ``"macro_f1"``, ``"weighted_f1"`` (vectorised with NumPy) or a callable
-    ``f(y_true, y_pred) -> float`` (called once per resample). The F1 metrics average over the
-    classes that occur in the full ``y_true`` or ``y_pred``, as ``sklearn.metrics.f1_score`` does.
+    ``f(y_true, y_pred) -> float`` (called once per resample).
+
+    ``num_classes`` fixes the classes the F1 metrics average over to ``0..num_classes-1`` (labels
+    must be those integers), as ``sklearn.metrics.f1_score(labels=range(num_classes),
+    zero_division=0)`` and :func:`fer_utils.evaluate.evaluate` do: a class never true nor
+    predicted scores F1 0. Pass it whenever the point estimate you report counts every class,
+    or the interval brackets another number. ``None`` averages over the classes that occur in
+    the full ``y_true`` or ``y_pred`` (``f1_score``'s default). Weighted F1 does not depend on
+    it (an absent class has weight 0); accuracy and callables ignore it.
     """
     y_true, y_pred = _check_pair(y_true, y_pred)
-    compute = _metric_on_resamples(metric, y_true, y_pred)
+    compute = _metric_on_resamples(metric, y_true, y_pred, num_classes)
     return _percentile_bootstrap(compute, len(y_true), n_boot, alpha, seed)
 
 
 def paired_bootstrap(y_true, pred_a, pred_b, metric: str | MetricFn = "macro_f1", n_boot: int = 1000,
-                     alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+                     alpha: float = 0.05, seed: int = 0, num_classes: int | None = None) -> tuple[float, float, float]:
     """``(difference, low, high)``: ``metric(A) - metric(B)`` on the same images and its paired
     percentile bootstrap ``1 - alpha`` interval.
 
     Each resample draws one set of images and scores both models on it, so the interval reflects
     the uncertainty of the *difference* (far narrower than comparing two separate intervals when
     the models agree on most images). An interval that excludes 0 says the difference is unlikely
-    to be resampling noise. Same ``metric`` choices as :func:`bootstrap_ci`.
+    to be resampling noise. Same ``metric`` and ``num_classes`` choices as :func:`bootstrap_ci`
+    (with ``num_classes=None`` each model's F1 averages over the classes in ``y_true`` and its
+    own predictions).
     """
     y_true, pred_a = _check_pair(y_true, pred_a)
     _, pred_b = _check_pair(y_true, pred_b)
-    score_a = _metric_on_resamples(metric, y_true, pred_a)
-    score_b = _metric_on_resamples(metric, y_true, pred_b)
+    score_a = _metric_on_resamples(metric, y_true, pred_a, num_classes)
+    score_b = _metric_on_resamples(metric, y_true, pred_b, num_classes)
     return _percentile_bootstrap(lambda idx: score_a(idx) - score_b(idx), len(y_true), n_boot, alpha, seed)
 
 
@@ -132,3 +157,22 @@ def mcnemar(y_true, pred_a, pred_b, exact: bool | None = None) -> dict:
     method = "exact binomial" if use_exact else "chi-square with continuity correction"
     return {"b": b, "c": c, "statistic": float(statistic), "p_value": min(p_value, 1.0), "method": method,
             "n": int(len(y_true))}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the order given (family-wise error rate control).
+
+    With the ``m`` p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted value of
+    the i-th is ``max over j <= i of min(1, (m - j + 1) * p_(j))``: the smallest is multiplied by
+    ``m``, the next by ``m - 1``, ..., and adjusted values never decrease along the sorted order.
+    Rejecting where the adjusted value is ``<= alpha`` keeps the chance of one or more false
+    rejections among the ``m`` tests at most ``alpha``.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"p-values must be in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted

@@ -5,16 +5,25 @@ import pytest
 from sklearn.metrics import f1_score
 
 from fer_utils import compare, repro, runs
+from fer_utils.errors import ConfigError
 from fer_utils.evaluate import evaluate, predictions_frame
-from fer_utils.stats import paired_bootstrap
+from fer_utils.labels import EMOTIONS
+from fer_utils.stats import holm, paired_bootstrap
 
 
-def _record(tmp_path, name, y_true, y_pred, seed=1):
+def _record(tmp_path, name, y_true, y_pred, seed=1, fingerprint="f", **params):
+    """A run record as 02_cnn_baselines writes it (``params`` default to model = ``name``)."""
     proba = np.eye(7)[y_pred]
-    folder = runs.save_run(tmp_path / name, {"notebook": "02_cnn_baselines", "model": name, "seed": seed},
-                           evaluate(y_true, proba), repro.provenance(data={"name": "d", "fingerprint": "f"}),
-                           predictions=predictions_frame([f"i{k}" for k in range(len(y_true))], y_true, proba))
+    folder = tmp_path / name
+    params = {"notebook": "02_cnn_baselines", "model": name, "seed": seed, "run_dir": str(folder), **params}
+    metrics = {**evaluate(y_true, proba), "val_macro_f1": 0.7}
+    runs.save_run(folder, params, metrics, repro.provenance(data={"name": "d", "fingerprint": fingerprint}),
+                  predictions=predictions_frame([f"i{k}" for k in range(len(y_true))], y_true, proba))
     return runs.load_run(folder)
+
+
+def _majority_label(y):
+    return f"majority class (always {EMOTIONS[np.bincount(y).argmax()]})"
 
 
 @pytest.fixture
@@ -50,8 +59,9 @@ def test_paired_bootstrap_of_identical_models_is_zero_and_narrower_than_separate
 
 def test_tables_of_one_run(records):
     _, _, _, recs = records
+    y, *_ = records
     table = compare.ci_table({"good": recs["good"]})
-    assert list(table["model"]) == ["good"]
+    assert list(table["model"]) == ["good", _majority_label(y)]
     per_class = compare.per_class_table(recs["good"]["metrics"])
     assert list(per_class.index) == ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
     assert {"precision", "recall", "f1"} <= set(per_class.columns)
@@ -66,6 +76,7 @@ def test_pairwise_summary_is_one_readable_row_per_pair(records):
     d, lo, hi = tests.iloc[0][["macro F1 A − B", "95% CI low", "95% CI high"]]
     assert row["macro F1 A − B [95% CI]"] == f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     assert row["McNemar p"].endswith("(chi-square)") and (row["A"], row["B"]) == ("good", "poor")
+    assert row["McNemar p, Holm-adjusted"] == f"{tests.iloc[0]['p_value']:.3g}"   # one pair: unchanged
     assert "macro F1 A − B [95% CI]" not in compare.pairwise_summary(compare.pairwise_tests(recs, n_bootstrap=0))
 
 
@@ -83,3 +94,86 @@ def test_failure_notes_name_collapsed_and_sub_baseline_runs(tmp_path, records):
     report = compare.failure_report({"collapsed": collapsed})
     assert report.startswith("**Read these numbers as failures") and "- collapsed (run collapsed)" in report
     assert compare.failure_report({"good": recs["good"]}) == ""
+
+
+def test_summary_shows_validation_and_a_majority_class_row(tmp_path, records):
+    y, *_ = records
+    table, recs = compare.load_records(tmp_path, "02_cnn_baselines")
+    shown = compare.beside_original(compare.summarize(table), recs)
+    label = _majority_label(y)
+    assert list(shown.index) == ["good", "poor", label]
+    baseline = evaluate(y, np.full_like(y, np.bincount(y).argmax()))
+    assert shown.loc[label, "ours: accuracy"] == f"{np.mean(y == np.bincount(y).argmax()):.3f}"
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        assert shown.loc[label, f"ours: {metric}"] == f"{baseline[metric]:.3f}"
+    assert (shown.loc[label, "ours: val_macro_f1"], shown.loc[label, "ours: runs"]) == ("", "")
+    assert (shown.loc["good", "ours: val_macro_f1"], shown.loc["good", "ours: runs"]) == ("0.700", 1)
+    # the baseline is the bar: both models clear it here
+    assert (shown["ours: accuracy"].iloc[:2] > shown.loc[label, "ours: accuracy"]).all()
+
+
+def test_summarize_refuses_to_average_runs_of_another_setting_or_data_set(tmp_path):
+    y = np.random.default_rng(0).integers(0, 7, 50)
+    for name, seed, size in (("dn-224", 1, 224), ("dn-48", 2, 48)):
+        _record(tmp_path / "size", name, y, y, seed=seed, model="densenet121", image_size=size)
+    table, _ = compare.load_records(tmp_path / "size", "02_cnn_baselines")
+    with pytest.raises(ConfigError, match=r"param.model = 'densenet121' \(runs dn-224, dn-48\) differ in "
+                                          r"image_size: dn-224=224, dn-48=48"):
+        compare.summarize(table)
+    assert len(compare.summarize(table, by=["param.model", "param.image_size"])) == 2
+    for name, seed, fingerprint in (("a-s1", 1, "f1"), ("a-s2", 2, "f2")):
+        _record(tmp_path / "data", name, y, y, seed=seed, fingerprint=fingerprint, model="a")
+    table, _ = compare.load_records(tmp_path / "data", "02_cnn_baselines")
+    with pytest.raises(ConfigError, match=r"differ in data.fingerprint: a-s1='f1', a-s2='f2'"):
+        compare.summarize(table)
+
+
+def test_repeats_that_differ_only_in_seed_are_averaged_and_the_page_says_how_many(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 200)
+    for seed in (1, 2):
+        for model, share in (("a", 0.9), ("b", 0.5)):
+            _record(tmp_path, f"{model}-s{seed}", y, np.where(rng.random(200) < share, y, 0), seed=seed, model=model)
+    table, recs = compare.load_records(tmp_path, "02_cnn_baselines")
+    summary = compare.summarize(table)
+    assert list(summary[("runs", "n")]) == [2, 2]
+    assert " ± " in compare.mean_pm_std(summary).loc["a", "accuracy"]
+    assert compare.runs_note(table) == ("**2 runs (seeds 1, 2) per model**. Numbers are mean ± standard "
+                                        "deviation over a model's runs.")
+    one = table[table["param.seed"] == 1]
+    note = compare.runs_note(one)
+    assert note.startswith("**1 run (seed 1) per model**: every number is a single run, not a mean ± standard")
+    assert "±" not in compare.mean_pm_std(compare.summarize(one)).to_string()
+    mixed = compare.runs_note(table[(table["param.seed"] == 1) | (table["param.model"] == "a")])
+    assert mixed.startswith("**Runs per model**: a 2 runs (seeds 1, 2), b 1 run (seed 1). Numbers are mean ± ")
+    assert mixed.endswith("where it has several, the single run's value where it has one.")
+
+
+def test_pairwise_p_values_are_holm_adjusted_within_each_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    recs = {f"{m}-s{seed}": _record(tmp_path, f"{m}-s{seed}", y, np.where(rng.random(300) < share, y, 0),
+                                    seed=seed, model=m)
+            for seed, models in ((1, (("a", 0.8), ("b", 0.7), ("c", 0.6))), (2, (("a", 0.8), ("b", 0.7))))
+            for m, share in models}
+    tests = compare.pairwise_tests(recs, n_bootstrap=0)
+    assert list(tests["seed"]) == [1, 1, 1, 2]
+    first = tests[tests["seed"] == 1]
+    assert list(first["p_holm"]) == pytest.approx(holm(first["p_value"]))
+    assert (first["p_holm"] >= first["p_value"]).all() and (first["p_holm"] > first["p_value"]).any()
+    assert tests.loc[tests["seed"] == 2, "p_holm"].item() == tests.loc[tests["seed"] == 2, "p_value"].item()
+    shown = compare.pairwise_summary(tests)
+    assert list(shown["McNemar p, Holm-adjusted"]) == [f"{p:.3g}" for p in tests["p_holm"]]
+
+
+def test_paired_macro_f1_difference_counts_a_class_absent_from_the_test_set(tmp_path):
+    """The difference is that of the reported macro F1s (over 7 classes), not over the 6 present."""
+    rng = np.random.default_rng(2)
+    present = [0, 2, 3, 4, 5, 6]
+    y = rng.choice(present, 300)
+    a, b = (np.where(rng.random(300) < share, y, rng.choice(present, 300)) for share in (0.9, 0.6))
+    recs = {"a": _record(tmp_path, "a", y, a), "b": _record(tmp_path, "b", y, b)}
+    row = compare.pairwise_tests(recs, n_bootstrap=300).iloc[0]
+    expected = evaluate(y, a)["macro_f1"] - evaluate(y, b)["macro_f1"]
+    assert row["macro F1 A − B"] == pytest.approx(expected)
+    assert row["95% CI low"] <= expected <= row["95% CI high"]

@@ -1,9 +1,11 @@
-"""McNemar's test and bootstrap intervals against known cases."""
+"""McNemar's test, bootstrap intervals and Holm's correction against known cases."""
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from fer_utils.stats import bootstrap_ci, mcnemar
+from fer_utils.evaluate import evaluate
+from fer_utils.experiment import score_test
+from fer_utils.stats import bootstrap_ci, holm, mcnemar
 
 
 def disagreement_case(b: int, c: int, both_right: int = 20, both_wrong: int = 5):
@@ -85,3 +87,59 @@ def test_bootstrap_degenerate_and_seeded(predictions):
     assert bootstrap_ci(y, pred, "macro_f1", seed=5) != bootstrap_ci(y, pred, "macro_f1", seed=6)
     with pytest.raises(ValueError, match="metric"):
         bootstrap_ci(y, pred, "auc")
+
+
+@pytest.fixture
+def absent_class():
+    """Labels and predictions in which class 1 (fear) is neither true nor predicted."""
+    rng = np.random.default_rng(3)
+    present = [0, 2, 3, 4, 5, 6]
+    y = rng.choice(present, size=300)
+    pred = np.where(rng.random(300) < 0.85, y, rng.choice(present, size=300))
+    return y, pred
+
+
+def test_score_test_intervals_bracket_the_reported_f1_when_a_class_is_absent(absent_class):
+    """The run record's interval is about the number it stands beside: evaluate() averages macro
+    F1 over all 7 classes (0 for the absent one), so the resamples must too."""
+    y, pred = absent_class
+    scored = score_test(y, np.eye(7)[pred], n_bootstrap=300)
+    assert scored["macro_f1"] == pytest.approx(f1_score(y, pred, labels=range(7), average="macro", zero_division=0))
+    for metric in ("macro_f1", "weighted_f1"):
+        low, high = scored["ci95"][metric]
+        assert low <= scored[metric] <= high
+
+
+def test_bootstrap_over_a_fixed_class_set_has_evaluates_point_estimate(absent_class):
+    y, pred = absent_class
+    reported = evaluate(y, pred)
+    for metric in ("macro_f1", "weighted_f1"):
+        point, low, high = bootstrap_ci(y, pred, metric, n_boot=300, seed=0, num_classes=7)
+        assert point == pytest.approx(reported[metric], abs=1e-12)
+        assert low <= point <= high
+    # without a fixed class set the macro F1 averages over the 6 classes present: a larger number
+    assert bootstrap_ci(y, pred, "macro_f1", n_boot=10)[0] == pytest.approx(reported["macro_f1"] * 7 / 6)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        bootstrap_ci(y, pred, "macro_f1", num_classes=3)
+
+
+def test_bootstrap_over_a_fixed_class_set_matches_sklearn_on_every_resample(absent_class):
+    y, pred = absent_class
+    for metric, average in (("macro_f1", "macro"), ("weighted_f1", "weighted")):
+        def sklearn_metric(t, p, average=average):
+            return f1_score(t, p, labels=range(7), average=average, zero_division=0)
+
+        fast = bootstrap_ci(y, pred, metric, n_boot=200, seed=2, num_classes=7)
+        slow = bootstrap_ci(y, pred, sklearn_metric, n_boot=200, seed=2)
+        assert fast == pytest.approx(slow, abs=1e-12)
+
+
+def test_holm_step_down_hand_computed():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04; running maximum
+    # 0.02, 0.03, 0.06, 0.06; back in the given order:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6, 0.01]) == pytest.approx([1.0, 1.0, 0.03])   # capped at 1
+    assert holm([0.2, 0.2]) == pytest.approx([0.4, 0.4])                 # ties
+    assert holm([0.04]) == pytest.approx([0.04]) and len(holm([])) == 0  # one test: unchanged
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.1, 1.5])
