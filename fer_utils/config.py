@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 from .options import CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, RAFDB_VARIANTS
@@ -31,19 +31,32 @@ def register(stem: str):
     return wrap
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Return ``value`` (ints widened to float where a float is expected) or raise ConfigError."""
+def _describe(annotation: Any) -> str:
+    """An annotation as an error message names it: ``int``, ``None``, ``'auto'``, ``float or None``."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        arms = typing.get_args(annotation)
-        for arm in arms:
+        return " or ".join(map(_describe, typing.get_args(annotation)))
+    if origin is Literal:
+        return " or ".join(map(repr, typing.get_args(annotation)))
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` (ints widened to float where a float is expected) or raise ConfigError.
+
+    Annotations: bool, int, float, str, None, Any, lists, unions of these, and ``Literal[...]``
+    for a fixed set of values (``int | Literal["auto"]``: an int or the string "auto")."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(annotation):
             try:
                 return _check_type(key, value, arm)
             except ConfigError:
                 pass
-        expected = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in arms)
-        raise ConfigError(f"parameter {key!r} must be {expected}, got {type(value).__name__} {value!r}")
-    if annotation is type(None):
+    elif origin is Literal:
+        if any(type(value) is type(v) and value == v for v in typing.get_args(annotation)):
+            return value
+    elif annotation is type(None):
         if value is None:
             return None
     elif origin in (list, tuple):
@@ -66,16 +79,20 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             return value
     else:  # pragma: no cover - a programming error in a config class
         raise TypeError(f"unsupported annotation {annotation!r} for {key}")
-    expected = getattr(annotation, "__name__", str(annotation))
-    raise ConfigError(f"parameter {key!r} must be {expected}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"parameter {key!r} must be {_describe(annotation)}, got {type(value).__name__} {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class NotebookConfig:
-    """Base of notebook configs; fields are flat literals with defaults."""
+    """Base of notebook configs; fields are flat literals with defaults.
+
+    ``choices`` lists the allowed values of a field; ``minimums`` the least value of a numeric one
+    (a value of another type, such as the "auto" of ``int | Literal["auto"]``, is not compared).
+    """
 
     notebook: ClassVar[str] = ""
     choices: ClassVar[dict[str, tuple]] = {}
+    minimums: ClassVar[dict[str, float]] = {}
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -105,6 +122,9 @@ class NotebookConfig:
             if allowed is not None and checked[key] not in allowed:
                 raise ConfigError(f"{where}: parameter {key!r} must be one of "
                                   f"{', '.join(map(str, allowed))}; got {value!r}")
+            low = cls.minimums.get(key)
+            if low is not None and isinstance(checked[key], (int, float)) and checked[key] < low:
+                raise ConfigError(f"{where}: parameter {key!r} must be >= {low}; got {value!r}")
         if partial:
             return checked
         return cls(**checked)
@@ -168,7 +188,10 @@ class CNNBaselineConfig(DataConfig):
     patience: int = 5
     monitor: str = "val_macro_f1"
     device: str = "auto"
-    num_workers: int = 0
+    # DataLoader workers. "auto" (the full profile; runtime.default_num_workers): up to 8 on CUDA,
+    # where 0 halves training speed, and on a CPU only the cores torch's threads leave free; the
+    # default 0 keeps CPU results the same on every machine.
+    num_workers: int | Literal["auto"] = 0
     channels_last: bool = True         # faster on CPU (1.25-1.35x) and GPU; same results
     n_bootstrap: int = 1000
     save_bundle: bool = True
@@ -179,6 +202,7 @@ class CNNBaselineConfig(DataConfig):
         "model": CNN_ARCHITECTURES, "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
         "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS),
     }
+    minimums: ClassVar[dict[str, float]] = {"num_workers": 0}
 
 
 @register("03_cnn_compare")

@@ -97,3 +97,19 @@ def test_the_default_data_is_generated_after_the_plan_and_checked_before_running
     assert res.exit_code == 0, res.output
     assert "generating" not in res.output and not data.exists()
     assert [r.notebook for r in calls] == ["03_cnn_compare"]
+
+
+def test_the_full_profile_without_data_is_an_error_not_the_synthetic_set(project, monkeypatch):
+    """The full profile is the real study: no silent fallback to the generated synthetic data."""
+    before = files(project)
+    res = study_run("--profile", "full")
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: profile 'full' is the real study") and res.output.count("\n") == 1
+    assert "--data /path/to/RAF-DB" in res.output and "fer data check" in res.output
+    assert "generating" not in res.output and files(project) == before
+
+    calls = []                                   # a full run that reads no data set needs no --data
+    monkeypatch.setattr(study, "execute", lambda run: calls.append(run) or 0.0)
+    res = study_run("--profile", "full", "--only", "03")
+    assert res.exit_code == 0, res.output
+    assert [r.notebook for r in calls] == ["03_cnn_compare"] and "generating" not in res.output

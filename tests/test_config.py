@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,23 @@ def test_config_choices_follow_the_implementations():
 
     assert list(CNN_ARCHITECTURES) == list_models()
 
+
+
+@pytest.mark.parametrize("value", [0, 8, "auto"])
+def test_num_workers_is_an_int_or_auto(value):
+    from fer_utils.config import CNNBaselineConfig
+
+    assert CNNBaselineConfig.from_params({"num_workers": value}).num_workers == value
+
+
+@pytest.mark.parametrize("value, message", [
+    ("fast", "'num_workers' must be int or 'auto', got str 'fast'"),
+    (True, "'num_workers' must be int or 'auto', got bool True"),
+    (2.0, "'num_workers' must be int or 'auto', got float 2.0"),
+    (-1, "'num_workers' must be >= 0; got -1"),
+])
+def test_num_workers_rejects_other_values(value, message):
+    from fer_utils.config import CNNBaselineConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        CNNBaselineConfig.from_params({"num_workers": value})

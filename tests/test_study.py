@@ -210,6 +210,37 @@ def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
         study.check_manifest({"book": {"chapters": []}, "notebooks": {}})
 
 
+def test_a_profile_that_requires_data_never_falls_back_to_the_synthetic_set():
+    """requires_data: [full] in the manifest: the real study needs --data; others default to it."""
+    manifest = study.load_manifest(MANIFEST)
+    assert manifest["requires_data"] == ["full"]
+    with pytest.raises(ConfigError, match=r"profile 'full' is the real study.*--data /path/to/RAF-DB.*"
+                                          r"fer data check /path/to/RAF-DB"):
+        study.plan(manifest, "full", None, "/runs", "/out", "/cache", notebooks_dir="/nb")
+    assert study.data_sets(_plan(manifest, "full")) == [Path("/d")]     # given: planned as usual
+    compare = study.plan(manifest, "full", None, "/runs", "/out", "/cache", only=["03"], notebooks_dir="/nb")
+    assert [r.notebook for r in compare] == ["03_cnn_compare"]           # reads run records only
+    assert _plan({"notebooks": {"01_data": {}}}, "full")                 # no requires_data: no rule
+
+
+@pytest.mark.parametrize("requires, match", [
+    (["ful"], "requires_data: unknown profile.*ful"),
+    ("full", "requires_data: expected a list of profiles, got 'full'"),
+])
+def test_requires_data_names_profiles(requires, match):
+    with pytest.raises(ConfigError, match=match):
+        study.check_manifest({"requires_data": requires, "notebooks": {}})
+
+
+def test_the_full_profile_trains_with_dataloader_workers_and_the_others_without():
+    """num_workers: auto (up to 8 on CUDA, 0 on a CPU without spare cores) in full only."""
+    manifest = study.load_manifest(MANIFEST)
+    for profile, workers in (("quick", 0), ("default", 0), ("full", "auto")):
+        cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
+        config = NOTEBOOK_CONFIGS["02_cnn_baselines"]
+        assert cnn and {config.from_params(r.params).num_workers for r in cnn} == {workers}, profile
+
+
 def _project(folder: Path) -> Path:
     (folder / "notebooks").mkdir(parents=True)
     shutil.copy(MANIFEST, folder / "notebooks" / "study.yaml")
@@ -314,3 +345,11 @@ def test_book_builds_with_warnings_as_errors(quick_study):
     assert "Synthetic data" in text and "<img" in text  # the plots were rendered
     compare = (html / "book" / "experiments" / "03_cnn_compare" / "default.html").read_text(encoding="utf-8")
     assert "densenet121" in compare and "original: accuracy" in compare
+
+
+def test_pages_show_folders_relative_to_the_project(tmp_path):
+    """Injected folders inside the folder a notebook runs in are relative; others stay absolute."""
+    params = {"data_path": str(tmp_path / "data" / "synthetic"), "run_dir": str(tmp_path / "data" / "runs" / "x"),
+              "runs_root": "/elsewhere/runs", "seed": 1}
+    assert study._relative_paths(params, tmp_path) == {
+        "data_path": "data/synthetic", "run_dir": "data/runs/x", "runs_root": "/elsewhere/runs", "seed": 1}

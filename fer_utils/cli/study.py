@@ -15,9 +15,10 @@ def study():
 
 @study.command("run")
 @click.option("--profile", default="default", show_default=True,
-              help="quick (tests/CI), default (embedded data, CPU) or full (RAF-DB, GPU).")
+              help="quick (tests/CI), default (embedded data, CPU) or full (RAF-DB via --data, GPU).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="Data set (default: the project's data/synthetic, generated if missing).")
+              help="Data set (default: the project's data/synthetic, generated if missing; "
+                   "required by the profiles of the manifest's requires_data: full).")
 @click.option("--only", multiple=True, help="Run only this notebook (stem or name); repeatable.")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=None,
               help="Where run records go (default: the project's data/runs).")
@@ -29,7 +30,9 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest):
     """Execute the study manifest with papermill.
 
     Nothing is written until the plan (manifest, profile, --only, parameters) and the data set's
-    layout are checked; without --data, the project's data set is generated first if missing.
+    layout are checked; without --data, the project's data set is generated first if missing,
+    except for a profile listed under requires_data in the manifest (full, the real study), which
+    is then an error.
     """
     from .. import study as st
 
