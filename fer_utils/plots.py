@@ -8,6 +8,7 @@ from __future__ import annotations
 import matplotlib
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -74,18 +75,25 @@ def size_histogram(sizes: pd.DataFrame, ax=None):
 
 
 def confusion_matrix(cm, ax=None, normalize: bool = True, title: str = "Confusion matrix (rows: true)"):
-    """Heatmap of a confusion matrix (list of lists in EMOTIONS order); rows normalised by default."""
+    """Heatmap of a confusion matrix (list of lists in EMOTIONS order), annotated with counts.
+
+    The colour is the row share (recall per true class) when ``normalize``, else the count; the
+    numbers are always image counts, so a small class is not hidden behind a large share. Tick
+    labels stay horizontal (English over Korean).
+    """
     cm = np.asarray(cm, dtype=float)
     shown = cm / np.clip(cm.sum(axis=1, keepdims=True), 1, None) if normalize else cm
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4.5))
+        _, ax = plt.subplots(figsize=(7, 6))
     names = [class_label(c) for c in EMOTIONS]
-    sns.heatmap(shown, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0,
+    sns.heatmap(shown, annot=cm.astype(int), fmt="d", cmap="Blues", vmin=0,
                 vmax=1 if normalize else None, xticklabels=names, yticklabels=names, ax=ax,
-                cbar=False, annot_kws={"fontsize": 7})
+                cbar=False, annot_kws={"fontsize": 10}, linewidths=0.5, linecolor="white")
+    ax.tick_params(axis="x", labelrotation=0, labelsize=9)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title + (" — colour: share of the row" if normalize else ""))
     return ax
 
 
@@ -109,18 +117,22 @@ def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None):
                         value_vars=[c for c in ("train_loss", "val_loss") if c in history],
                         var_name="split", value_name="loss")
     sns.lineplot(data=long, x="epoch", y="loss", hue=hue, style="split", ax=axes[0], marker="o")
-    axes[0].set_title("Loss")
+    axes[0].set_yscale("log")  # a first-epoch spike must not squash the rest of the curve
+    axes[0].set_title("Loss (log scale)")
     sns.lineplot(data=history, x="epoch", y="val_macro_f1", hue=hue, ax=axes[1], marker="o")
     axes[1].set_title("Validation macro F1")
     axes[1].set_ylim(0, 1)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return axes
 
 
-def confusion_matrices(matrices: dict[str, list], ncols: int = 2, normalize: bool = True):
-    """One confusion-matrix heatmap per entry of ``matrices`` (title -> matrix), ``ncols`` per row."""
+def confusion_matrices(matrices: dict[str, list], ncols: int = 1, normalize: bool = True):
+    """One confusion-matrix heatmap per entry of ``matrices`` (title -> matrix), ``ncols`` per row
+    (one by default: at a book page's width, counts in a 7 x 7 grid are legible only that way)."""
     n = len(matrices)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 6 * nrows), squeeze=False)
     for ax, (title, cm) in zip(axes.flat, matrices.items()):
         confusion_matrix(cm, ax=ax, normalize=normalize, title=title)
     for ax in axes.flat[n:]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: a notebook widget would need JavaScript from a CDN in the book
 
 from fer_utils.errors import ConfigError
 from fer_utils.evaluate import evaluate
