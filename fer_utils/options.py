@@ -5,6 +5,8 @@ from __future__ import annotations
 
 CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "resnet18", "vgg16")
 """The architectures of :mod:`fer_utils.models.registry`, sorted."""
+DISPLAY_NAMES: dict[str, str] = {"densenet121": "DenseNet121", "resnet18": "ResNet18", "vgg16": "VGG16"}
+"""How pages write the parameter values that are names (architectures)."""
 
 MONITORS: dict[str, str] = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
 """Metrics early stopping can watch, and whether larger or smaller is better."""

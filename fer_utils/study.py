@@ -63,6 +63,7 @@ import yaml
 
 from .config import config_for
 from .errors import ConfigError, FERError
+from .options import DISPLAY_NAMES
 from .paths import BOOK_OUT, MANIFEST, project_paths
 
 DEFAULT_PROFILES = ["quick", "default", "full"]
@@ -352,6 +353,12 @@ def _relative_paths(params: dict[str, Any], cwd: Path) -> dict[str, Any]:
     return out
 
 
+def display_run_name(name: str) -> str:
+    """A run name as a page title writes it: architecture names as the text names them
+    (``resnet18-s1`` -> ``ResNet18-s1``), everything else as it is."""
+    return "-".join(DISPLAY_NAMES.get(part, part) for part in name.split("-"))
+
+
 def _title_with_run_name(path: Path, name: str) -> None:
     """Append the run name to the page title (first markdown heading) of an executed notebook,
     so that several runs of one notebook are told apart in the book's navigation."""
@@ -361,7 +368,7 @@ def _title_with_run_name(path: Path, name: str) -> None:
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.startswith("# "):
             first, _, rest = cell.source.partition("\n")
-            cell.source = f"{first}: {name}" + (f"\n{rest}" if rest else "")
+            cell.source = f"{first}: {display_run_name(name)}" + (f"\n{rest}" if rest else "")
             nbformat.write(nb, path)
             return
 

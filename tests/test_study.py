@@ -353,3 +353,9 @@ def test_pages_show_folders_relative_to_the_project(tmp_path):
               "runs_root": "/elsewhere/runs", "seed": 1}
     assert study._relative_paths(params, tmp_path) == {
         "data_path": "data/synthetic", "run_dir": "data/runs/x", "runs_root": "/elsewhere/runs", "seed": 1}
+
+
+def test_page_titles_write_architectures_as_the_text_names_them():
+    assert study.display_run_name("resnet18") == "ResNet18"
+    assert study.display_run_name("densenet121-hflip-s2") == "DenseNet121-hflip-s2"
+    assert study.display_run_name("hflip-inverse") == "hflip-inverse"
