@@ -160,7 +160,8 @@ def beside_original(summary: pd.DataFrame, records: dict[str, dict], digits: int
     as a last row (:func:`majority_baseline`), next to the original study's reported numbers."""
     ours = pd.concat([summary, majority_baseline(records, summary.index.name)])
     theirs = ORIGINAL_REPORTED.add_prefix("original: ")
-    return mean_pm_std(ours, digits).add_prefix("ours: ").join(theirs, how="left")
+    table = mean_pm_std(ours, digits).add_prefix("ours: ").join(theirs, how="left").astype(object)
+    return table.where(table.notna(), "")   # nothing reported: an empty cell, not "NaN"
 
 
 def per_class_f1(records: dict[str, dict], by: str = "model") -> pd.DataFrame:
@@ -265,7 +266,8 @@ def failure_report(records: dict[str, dict], by: str = "model") -> str:
 
 def per_class_table(metrics: dict) -> pd.DataFrame:
     """Precision, recall, F1 and support per class (rows in class order) of one run's metrics."""
-    return pd.DataFrame(metrics["per_class"]).T.loc[list(EMOTIONS)]
+    table = pd.DataFrame(metrics["per_class"]).T.loc[list(EMOTIONS)]
+    return table.astype({"support": int}) if "support" in table else table
 
 
 def ci_table(records: dict[str, dict], by: str = "model", digits: int = 3) -> pd.DataFrame:

@@ -177,3 +177,13 @@ def test_paired_macro_f1_difference_counts_a_class_absent_from_the_test_set(tmp_
     expected = evaluate(y, a)["macro_f1"] - evaluate(y, b)["macro_f1"]
     assert row["macro F1 A − B"] == pytest.approx(expected)
     assert row["95% CI low"] <= expected <= row["95% CI high"]
+
+
+def test_tables_show_empty_cells_not_nan_and_whole_supports(records):
+    *_, recs = records
+    table, _ = pd.DataFrame([{"run": r, "param.model": r, "param.seed": 1, "accuracy": 0.5, "macro_f1": 0.4,
+                              "weighted_f1": 0.5, "val_macro_f1": 0.4} for r in recs]), None
+    shown = compare.beside_original(compare.summarize(table), recs)
+    assert not shown.isin(["nan", "NaN"]).any().any() and not shown.isna().any().any()
+    assert shown.loc["good", "original: accuracy"] == ""
+    assert compare.per_class_table(recs["good"]["metrics"])["support"].dtype.kind == "i"
