@@ -89,3 +89,12 @@ def test_bad_index_is_rejected():
     rows = [("a", None, None, 0, "holdout", "rafdb")]
     with pytest.raises(DataError, match="unknown split name"):
         split_counts(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)))
+
+
+def test_a_test_subset_does_not_change_with_the_seed(rafdb_index):
+    """Runs of several seeds on a half data set are tested on the same images; their training
+    halves differ."""
+    a = make_splits(rafdb_index, val_fraction=0.2, subset=0.5, seed=1)
+    b = make_splits(rafdb_index, val_fraction=0.2, subset=0.5, seed=2)
+    assert set(a.loc[a["split"] == "test", "id"]) == set(b.loc[b["split"] == "test", "id"])
+    assert set(a.loc[a["split"] != "test", "id"]) != set(b.loc[b["split"] != "test", "id"])

@@ -6,7 +6,8 @@ stratified by class and seeded, from the official training split. On RAF-DB (12,
 original write-up.
 
 ``subset`` reproduces the original code's *half* data set: before the validation split, a
-stratified, seeded fraction of every official split is kept (same per-class fractions). The
+stratified, seeded fraction of every official split is kept (same per-class fractions); the
+test split's fraction does not depend on the run's seed (:data:`TEST_SUBSET_SEED`). The
 original notebooks had 4,906 train / 1,533 test images; ``subset=0.5`` on RAF-DB keeps 6,135
 train / 1,534 test, and with ``val_fraction=0.2`` gives 4,908 train / 1,227 val / 1,534 test —
 the same scale, not the identical images (their selection is not published).
@@ -32,6 +33,11 @@ def _stratified_split(rows: pd.DataFrame, seed: int, what: str, **size: float) -
         raise DataError(f"cannot make the stratified {what} from {len(rows)} images ({per_class}): {exc}") from None
 
 
+TEST_SUBSET_SEED = 0
+"""The seed of the test split's subset, the same for every run: runs with other seeds are then
+tested on the same images, so they can be averaged and compared pairwise."""
+
+
 def _subset(index: pd.DataFrame, subset: float, seed: int) -> pd.DataFrame:
     if not 0 < subset <= 1:
         raise ConfigError(f"subset must be a fraction in (0, 1], got {subset!r}")
@@ -41,7 +47,8 @@ def _subset(index: pd.DataFrame, subset: float, seed: int) -> pd.DataFrame:
     for split in SPLITS:
         rows = index[index["split"] == split]
         if len(rows):
-            keep.extend(_stratified_split(rows, seed, f"{subset:g} subset of the {split} split", train_size=subset)[0])
+            keep.extend(_stratified_split(rows, TEST_SUBSET_SEED if split == "test" else seed,
+                                          f"{subset:g} subset of the {split} split", train_size=subset)[0])
     return index[index.index.isin(keep)]
 
 
