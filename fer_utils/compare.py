@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .evaluate import evaluate
 from .labels import EMOTIONS
 from .runs import collect_runs, load_run
-from .stats import holm, mcnemar, paired_bootstrap
+from .stats import SCORES, holm, mcnemar, paired_bootstrap
 
 ORIGINAL_REPORTED = pd.DataFrame(
     # The write-up's CNN table (1,533-image half test set); its "F1" is weighted F1 (flaw 2).
@@ -25,7 +25,7 @@ ORIGINAL_REPORTED = pd.DataFrame(
 )
 """The original study's reported CNN numbers; DenseNet121's macro F1 re-read from its notebook."""
 
-TEST_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+TEST_METRICS = SCORES
 """The test-split metrics of a run record (each with a bootstrap interval in ``ci95``)."""
 SUMMARY_METRICS = (*TEST_METRICS, "val_macro_f1")
 """The columns of :func:`summarize`: the test metrics and the validation macro F1 that selection

@@ -25,10 +25,10 @@ from .evaluate import evaluate, predict_proba, predictions_frame
 from .models import create_model
 from .predict import save_bundle
 from .preprocessing import Preprocessing
-from .stats import bootstrap_ci
+from .stats import SCORES, bootstrap_ci
 from .train import FitResult, TrainConfig, fit
 
-CI_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+CI_METRICS = SCORES
 """The test metrics reported with a bootstrap interval (and stored in model bundles)."""
 
 

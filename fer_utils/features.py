@@ -89,14 +89,16 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
     ids = index["id"].astype(str).tolist()
     device = resolve_device(device)
     layer, forward = _feature_fn(model)
+    # Prepared once, before the weights are hashed: a layout change makes new storages, which
+    # would otherwise make the next call hash the same weights again (the hash is layout-free).
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
 
     def compute(rows: pd.DataFrame) -> np.ndarray:
         """Feature matrix ``[len(rows), D]`` of these rows, computed."""
         per_image, per_batch = split_transform(build_transform(preprocessing))
         dataset = FERDataset(rows, per_image, draft_size=preprocessing.image_size)
-        model.eval().to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
         loader = make_loader(dataset, batch_size, device, num_workers)
         features, _ = batched_forward(lambda x: forward(per_batch(x)), loader, device, amp=amp,
                                       channels_last=channels_last)

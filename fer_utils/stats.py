@@ -15,6 +15,8 @@ import numpy as np
 from scipy import stats as sps
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
+SCORES: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")
+"""The named metrics the bootstrap computes vectorised: the headline test scores of every run."""
 EXACT_BELOW = 25
 """McNemar: use the exact binomial test when the number of disagreements b + c is below this."""
 _CHUNK = 256  # bootstrap resamples per vectorised step (bounds memory to _CHUNK x N indices)
@@ -73,9 +75,9 @@ def _metric_on_resamples(metric: str | MetricFn, y_true: np.ndarray, y_pred: np.
     """``f(idx [B, N]) -> [B]``: the metric on each row of resample indices."""
     if callable(metric):
         return lambda idx: np.array([metric(y_true[i], y_pred[i]) for i in idx], dtype=np.float64)
-    if metric in ("accuracy", "macro_f1", "weighted_f1"):
+    if metric in SCORES:
         return lambda idx: _vectorised(metric, y_true, y_pred, idx, num_classes)
-    raise ValueError(f"metric must be 'accuracy', 'macro_f1', 'weighted_f1' or a callable, got {metric!r}")
+    raise ValueError(f"metric must be one of {', '.join(map(repr, SCORES))} or a callable, got {metric!r}")
 
 
 def _percentile_bootstrap(compute: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int, alpha: float,
