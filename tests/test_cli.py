@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_synth_then_check_reports_counts(tmp_path):
     runner = CliRunner()
     out = tmp_path / "synth"
-    res = runner.invoke(main, ["data", "synth", "--out", str(out), "--seed", "3", "--scale", "0.005"])
+    res = runner.invoke(main, ["data", "synth", "--out", str(out), "--seed", "3", "--scale", "0.005", "--min-per-class", "4"])
     assert res.exit_code == 0, res.output
     assert (out / "basic" / "EmoLabel" / "list_patition_label.txt").exists()
     res = runner.invoke(main, ["data", "check", str(out)])
@@ -30,7 +30,7 @@ def test_synth_then_check_reports_counts(tmp_path):
 def test_check_names_the_broken_file_and_line_and_exits_nonzero(tmp_path):
     runner = CliRunner()
     out = tmp_path / "synth"
-    assert runner.invoke(main, ["data", "synth", "--out", str(out), "--scale", "0.005"]).exit_code == 0
+    assert runner.invoke(main, ["data", "synth", "--out", str(out), "--scale", "0.005", "--min-per-class", "4"]).exit_code == 0
     label_file = out / "basic" / "EmoLabel" / "list_patition_label.txt"
     lines = label_file.read_text().splitlines()
     first = lines[0].split()[0]

@@ -187,3 +187,45 @@ def test_tables_show_empty_cells_not_nan_and_whole_supports(records):
     assert not shown.isin(["nan", "NaN"]).any().any() and not shown.isna().any().any()
     assert shown.loc["good", "original: accuracy"] == ""
     assert compare.per_class_table(recs["good"]["metrics"])["support"].dtype.kind == "i"
+
+
+ORIGINAL = {"subset": 0.5, "val_fraction": 0.1, "augmentation": "hflip_always", "monitor": "val_acc",
+            "restore_best": False}
+
+
+def test_the_original_protocol_is_split_off_and_set_beside_the_reported_numbers(tmp_path):
+    rng = np.random.default_rng(1)
+    y_full, y_half = rng.integers(0, 7, 200), rng.integers(0, 7, 100)
+    recs = {
+        "densenet121": _record(tmp_path, "densenet121", y_full, np.where(rng.random(200) < 0.7, y_full, 0)),
+        "resnet18": _record(tmp_path, "resnet18", y_full, np.where(rng.random(200) < 0.6, y_full, 0)),
+        "densenet121-original": _record(tmp_path, "densenet121-original", y_half,
+                                        np.where(rng.random(100) < 0.4, y_half, 0), model="densenet121",
+                                        **ORIGINAL),
+    }
+    assert [compare.protocol_of(r["params"]) for r in recs.values()] == ["corrected", "corrected", "original"]
+    assert compare.protocol_of({**ORIGINAL, "restore_best": True}) == "corrected"  # every flaw, or none
+    table = runs.collect_runs(tmp_path)
+    with pytest.raises(ConfigError, match="cannot average"):   # one model, two protocols: never averaged
+        compare.summarize(table)
+    protocols = compare.split_protocols(table, recs)
+    assert list(protocols) == ["corrected", "original"]
+    assert set(protocols["original"][1]) == {"densenet121-original"}
+    assert set(protocols["corrected"][0]["run"]) == {"densenet121", "resnet18"}
+
+    repro_table = compare.reproduction_table(protocols)
+    rows = repro_table.set_index(["model", "numbers from"])
+    reported = rows.loc[("densenet121", "the original study (reported, RAF-DB)")]
+    assert reported["accuracy"] == "0.770" and reported["test images"] == 1533
+    ours = rows.loc[("densenet121", "ours, the original's protocol")]
+    assert ours["macro_f1"] == f"{recs['densenet121-original']['metrics']['macro_f1']:.3f}"
+    assert ours["test images"] == 100
+    assert rows.loc[("densenet121", "ours, corrected protocol"), "test images"] == 200
+    assert "resnet18" not in rows.index.get_level_values(0)     # no original-protocol run of it
+    baselines = repro_table[repro_table["numbers from"].str.endswith("test set")]
+    assert len(baselines) == 2 and all(baselines["model"].str.startswith("majority class"))
+
+    from fer_utils import report
+    text = report.reproduction_interpretation(protocols)
+    gap = recs["densenet121"]["metrics"]["macro_f1"] - recs["densenet121-original"]["metrics"]["macro_f1"]
+    assert f"{abs(gap):.3f} macro F1 for the corrected protocol" in text and "different test sets" in text

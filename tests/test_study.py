@@ -88,6 +88,57 @@ def test_seeds_expand_runs():
     assert [r.name for r in _plan(manifest, "quick")] == ["default"]
 
 
+def test_a_profile_may_override_one_named_run():
+    spec = {"runs": {"vgg": {"model": "vgg16"}, "res": {"model": "resnet18"}},
+            "profiles": {"default": {"lr": 0.01, "runs": {"vgg": {"lr": 1e-4}}}}}
+    manifest = {"notebooks": {"02_cnn_baselines": spec}}
+    planned = {r.name: r.params for r in _plan(manifest, "default")}
+    assert (planned["vgg"]["lr"], planned["res"]["lr"]) == (1e-4, 0.01)   # the run's override wins
+    assert {r.params.get("lr") for r in _plan(manifest, "quick")} == {None}  # other profiles: untouched
+    spec["profiles"]["default"]["skip"] = ["res"]
+    assert [r.name for r in _plan(manifest, "default")] == ["vgg"]
+    assert [r.name for r in _plan(manifest, "quick")] == ["vgg", "res"]
+    spec["profiles"]["default"]["skip"] = ["resnet"]
+    with pytest.raises(ConfigError, match="profile 'default', skip: unknown run.*resnet"):
+        _plan(manifest, "default")
+    del spec["profiles"]["default"]["skip"]
+    spec["profiles"]["default"]["runs"] = {"vgg19": {"lr": 1e-4}}
+    with pytest.raises(ConfigError, match="profile 'default', runs: unknown run.*vgg19"):
+        _plan(manifest, "default")
+    spec["profiles"]["default"]["runs"] = {"vgg": {"lr": "fast"}}
+    with pytest.raises(ConfigError, match="profile 'default', run 'vgg'.*'lr' must be float"):
+        _plan(manifest, "default")
+
+
+@pytest.mark.parametrize("checks, match", [
+    ({"profile": "fast", "minutes": 20}, "checks: 'profile' must be one of"),
+    ({"profile": "default", "minutes": 1, "shares": {"01_data": 2}}, "shares add up to 2 minutes, more than"),
+    ({"profile": "default", "minutes": 20, "shares": {"05_fusion": 2}}, "shares: unknown step.*05_fusion"),
+    ({"profile": "default", "minutes": 20, "shares": {"book": 0}}, "shares: book: expected a positive number"),
+    ({"profile": "default", "minutes": 20, "min_gain_over_majority": 2}, "min_gain_over_majority"),
+    ({"profile": "default", "minutes": 20, "budget": 3}, "checks: unknown key.*budget"),
+])
+def test_the_checks_budget_is_checked(checks, match):
+    with pytest.raises(ConfigError, match=match):
+        study.check_manifest({"checks": checks, "notebooks": {"01_data": {}}})
+
+
+def test_the_committed_budget_gives_every_notebook_a_share_within_20_minutes():
+    checks = study.load_manifest(MANIFEST)["checks"]
+    assert checks["profile"] == "default" and checks["minutes"] == 20
+    assert set(checks["shares"]) == {"data", "book", *study.load_manifest(MANIFEST)["notebooks"]}
+
+
+def test_the_faithful_rows_follow_the_original_protocol_in_every_profile():
+    from fer_utils.compare import protocol_of
+
+    for profile in ("quick", "default"):
+        planned = [r for r in _plan(study.load_manifest(MANIFEST), profile) if r.notebook == "02_cnn_baselines"]
+        protocols = {r.name: protocol_of(r.params) for r in planned}
+        assert protocols == {r.name: "original" if r.name.endswith("-original") else "corrected" for r in planned}
+        assert "original" in protocols.values() and "corrected" in protocols.values()
+
+
 GRID = {"augmentation": ["none", "hflip"], "class_weights": ["none", "inverse", "effective"]}
 
 
@@ -164,11 +215,15 @@ def test_quick_runs_at_most_two_cells_of_every_grid():
         assert len(cells) <= 2, stem
 
 
+ALL_ORIGINAL_ROWS = ["vgg16-original", "resnet18-original", "densenet121-original"]
+PROFILE_ORIGINAL_ROWS = {"quick": ALL_ORIGINAL_ROWS, "default": ALL_ORIGINAL_ROWS, "full": ALL_ORIGINAL_ROWS}
+
+
 def test_run_names_of_the_committed_manifest_are_unchanged():
     manifest = study.load_manifest(MANIFEST)
     for profile in ("quick", "default", "full"):
         cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
-        expected = ["vgg16", "resnet18", "densenet121"]
+        expected = ["vgg16", "resnet18", "densenet121", *PROFILE_ORIGINAL_ROWS[profile]]
         if profile == "full":
             expected = [f"{m}-s{s}" for m in expected for s in (1, 2, 3)]
         assert [r.name for r in cnn] == expected

@@ -26,7 +26,7 @@ from fer_utils.data.synthetic import (
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS
 
-SCALE = 0.005  # 95 images with the default minimum of 4 per class
+SCALE = 0.005  # 95 images with at least 4 per class
 LINE = re.compile(r"^(train_\d{5}|test_\d{4})\.jpg [1-7]$")  # RAF-DB: train_00001, test_0001
 
 
@@ -47,7 +47,7 @@ def digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "rafdb"
-    assert generate(out, seed=3, scale=SCALE) == out
+    assert generate(out, seed=3, scale=SCALE, min_per_class=4) == out
     return out
 
 
@@ -55,7 +55,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_label_file_lists_train_then_test_numbered_from_one(dataset):
     names = [name for name, _ in read_labels(dataset)]
-    counts = class_counts(SCALE)
+    counts = class_counts(SCALE, min_per_class=4)
     n_train, n_test = sum(counts["train"].values()), sum(counts["test"].values())
     assert names == ([f"train_{i:05d}.jpg" for i in range(1, n_train + 1)]
                      + [f"test_{i:04d}.jpg" for i in range(1, n_test + 1)])
@@ -73,7 +73,7 @@ def test_layout_is_the_one_the_rafdb_loader_defines_and_reads(dataset):
     """Written through fer_utils.data.rafdb: every variant scans without a single problem or
     warning (no unlisted image), and loads with every listed image, label and split."""
     labels = read_labels(dataset)
-    counts = class_counts(SCALE)
+    counts = class_counts(SCALE, min_per_class=4)
     n_train = sum(counts["train"].values())
     assert [name for name, _ in labels] == (
         [rafdb.image_name("train", i, n_train) for i in range(1, n_train + 1)]
@@ -156,7 +156,7 @@ def test_synthetic_set_says_what_it_is(dataset):
     meta = json.loads((dataset / "synthetic.json").read_text(encoding="utf-8"))
     assert meta["synthetic"] is True
     assert (meta["seed"], meta["scale"]) == (3, SCALE)
-    assert meta["counts"] == class_counts(SCALE)
+    assert meta["counts"] == class_counts(SCALE, min_per_class=4)
     assert isinstance(meta["generator_version"], int)
 
 
@@ -166,7 +166,7 @@ def test_generated_classes_follow_class_counts(dataset):
     labels = read_labels(dataset)
     for split in ("train", "test"):
         found = Counter(EMOTIONS[label - 1] for name, label in labels if name.startswith(split))
-        assert dict(found) == class_counts(SCALE)[split]
+        assert dict(found) == class_counts(SCALE, min_per_class=4)[split]
 
 
 def test_labels_are_shuffled_not_grouped_by_number(dataset):
@@ -214,8 +214,8 @@ def test_class_counts_rejects_bad_scales(bad):
 # --------------------------------------------------------------------------- determinism
 
 def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path, synthetic_rafdb):
-    """conftest's session set is generated in this process (seed 7, scale 0.01, workers=1)."""
-    parallel = generate(tmp_path / "rafdb", seed=7, scale=0.01, workers=2)
+    """conftest's session set is generated in this process (seed 7, scale 0.01, workers=1, at least 4 per class)."""
+    parallel = generate(tmp_path / "rafdb", seed=7, scale=0.01, workers=2, min_per_class=4)
     assert len(digests(synthetic_rafdb)) == len(digests(parallel)) > 300
     assert digests(synthetic_rafdb) == digests(parallel)
 

@@ -69,6 +69,21 @@ def test_best_state_is_restored():
     assert not model.training
 
 
+def test_restore_best_false_keeps_the_last_epochs_weights_as_the_original_did():
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    model = tiny_net()
+    result = fit(model, train, val, config(restore_best=False), progress=False)
+    h = result.history
+    assert result.kept_epoch == len(h) != result.best_epoch
+    best_loss, last_loss = h["val_loss"].iloc[result.best_epoch - 1], h["val_loss"].iloc[-1]
+    assert best_loss != pytest.approx(last_loss, abs=1e-4)
+    with torch.no_grad():
+        kept_loss = F.cross_entropy(model(val.tensors[0]), val.tensors[1]).item()
+    assert kept_loss == pytest.approx(last_loss, abs=1e-5)
+    with pytest.raises(ConfigError, match="restore_best"):
+        config(restore_best="no")
+
+
 def test_monitor_val_loss_runs_all_epochs_when_improving():
     train, val = colour_data(48, seed=1), colour_data(24, seed=2)
     result = fit(tiny_net(), train, val, config(monitor="val_loss", epochs=4, patience=5, lr=0.01), progress=False)

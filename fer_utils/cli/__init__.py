@@ -1,4 +1,4 @@
-"""The ``fer`` command: one small module per command group (data, study, book, predict).
+"""The ``fer`` command: one small module per command group (data, study, book, predict, runs).
 
 A group module defines its click group or command; this module assembles them under ``main``.
 Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
@@ -11,6 +11,7 @@ from .base import FERGroup
 from .book import book
 from .data import data
 from .predict import predict_cmd
+from .runs import runs
 from .study import study
 
 
@@ -20,7 +21,7 @@ def main():
     """Reproducible facial expression recognition study (CNN vs CNN + caption features)."""
 
 
-for command in (data, study, book, predict_cmd):
+for command in (data, study, book, predict_cmd, runs):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup
+from .base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -20,11 +20,18 @@ def book():
 @click.option("--no-strict", is_flag=True, help="Do not turn warnings into errors.")
 def book_build(root, no_strict):
     """Write _toc.yml from the study manifest and build the book into <root>/_build/html (warnings are errors)."""
-    from .. import study as st
+    import time
 
+    from .. import study as st
+    from .. import studycheck
+
+    start = time.perf_counter()
     try:
         html = st.build_book(root, strict=not no_strict)
     except subprocess.CalledProcessError as exc:
         raise click.ClickException(f"jupyter-book build failed (exit {exc.returncode}); "
                                    "did `fer study run` produce book/experiments?")
-    click.echo(f"book built: {html / 'index.html'}")
+    seconds = time.perf_counter() - start
+    click.echo(f"book built in {seconds:.1f} s: {html / 'index.html'}")
+    if root is None:
+        studycheck.add_book_seconds(project().runs, seconds)

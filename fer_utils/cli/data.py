@@ -22,9 +22,11 @@ def data():
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--scale", type=float, default=None,
               help="Fraction of RAF-DB's size (default 0.1, about 1,534 images).")
+@click.option("--min-per-class", type=click.IntRange(min=1), default=None,
+              help="At least this many images of every class in each split (default 20).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes drawing images (the output is the same whatever the number).")
-def data_synth(out, seed, scale, workers):
+def data_synth(out, seed, scale, min_per_class, workers):
     """Write the synthetic face data set in RAF-DB's exact on-disk layout."""
     from ..data import synthetic
 
@@ -33,7 +35,9 @@ def data_synth(out, seed, scale, workers):
     scale = synthetic.DEFAULT_SCALE if scale is None else scale
     if scale <= 0:
         raise click.BadParameter("must be > 0", param_hint="--scale")
-    path = synthetic.generate(out, seed=seed, scale=scale, progress=True, workers=workers)
+    min_per_class = synthetic.DEFAULT_MIN_PER_CLASS if min_per_class is None else min_per_class
+    path = synthetic.generate(out, seed=seed, scale=scale, progress=True, workers=workers,
+                              min_per_class=min_per_class)
     click.echo(f"synthetic data set (seed {seed}, scale {scale}) written to {path}")
 
 

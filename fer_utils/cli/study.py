@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup
+from .base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -35,21 +35,60 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest):
     is then an error.
     """
     from .. import study as st
+    from .. import studycheck
 
     runs = st.plan_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir,
                          only=only, manifest_path=manifest)
+    data_seconds = None
     if data_path is None:
         for path in st.data_sets(runs):  # the project's default data set, when a run reads it
-            _generate_default_data(path)
+            data_seconds = (data_seconds or 0.0) + _generate_default_data(path)
     done = st.execute_study(runs, echo=click.echo)
-    click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s")
+    click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s; time per step:")
+    seconds = studycheck.seconds_per_step(data_seconds, [(run.notebook, s) for run, s in done])
+    checks = st.load_manifest(manifest).get("checks")
+    for line in studycheck.budget_lines(checks, profile, seconds):
+        click.echo(line)
+    if not only:  # the timing record is the whole study's
+        studycheck.write_times(runs_root or project().runs, profile, data_seconds, done)
 
 
-def _generate_default_data(path: Path) -> None:
-    """Write the embedded synthetic data set at ``path`` unless something is there."""
+@study.command("check")
+@click.option("--profile", default="default", show_default=True, help="The profile the study ran.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="The data set the study read (as given to `fer study run`).")
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="Study manifest (default: the project's notebooks/study.yaml).")
+def study_check(profile, data_path, manifest):
+    """Check a finished study (after `fer study run` and `fer book build`): every planned run left
+    an executed notebook, a run record and a page of the book; in the manifest's checks profile,
+    no trained model collapsed and every step kept within its time share. Exit 1 on a problem."""
+    from .. import study as st
+    from .. import studycheck
+
+    paths = project()
+    planned = st.plan_study(profile=profile, data_path=data_path, manifest_path=manifest)
+    problems = studycheck.check_study(planned, st.load_manifest(manifest), profile, paths.runs,
+                                      paths.root / "_build" / "html", paths.book_out)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"study check passed: {len(planned)} run(s) of profile {profile!r}")
+
+
+def _generate_default_data(path: Path) -> float:
+    """Write the embedded synthetic data set at ``path`` unless something is there; returns the
+    seconds it took (0 when it was there)."""
     if path.exists():
-        return
+        return 0.0
+    import os
+    import time
+
     from ..data import synthetic
 
     click.echo(f"{path} is missing: generating the embedded synthetic data set")
-    synthetic.generate(path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE)
+    start = time.perf_counter()
+    synthetic.generate(path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE,
+                       workers=os.cpu_count() or 1)
+    return time.perf_counter() - start

@@ -18,6 +18,7 @@ processes: each image is drawn from its own generator seeded with ``(seed, split
 """
 from fer_utils.data.synthetic.faces import draw_face
 from fer_utils.data.synthetic.writer import (
+    DEFAULT_MIN_PER_CLASS,
     DEFAULT_SCALE,
     DEFAULT_SEED,
     GENERATOR_VERSION,
@@ -29,6 +30,6 @@ from fer_utils.data.synthetic.writer import (
 )
 
 __all__ = [
-    "DEFAULT_SCALE", "DEFAULT_SEED", "GENERATOR_VERSION", "RAFDB_TEST_COUNTS", "RAFDB_TRAIN_COUNTS",
+    "DEFAULT_MIN_PER_CLASS", "DEFAULT_SCALE", "DEFAULT_SEED", "GENERATOR_VERSION", "RAFDB_TEST_COUNTS", "RAFDB_TRAIN_COUNTS",
     "class_counts", "draw_face", "generate", "is_synthetic",
 ]

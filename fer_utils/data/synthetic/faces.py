@@ -55,6 +55,10 @@ PROTOTYPES: dict[str, dict[str, float]] = {
 """Full-intensity AU vector of each class (EMFACS prototypes; weights below 1 are the units that
 are usually weaker in the prototype)."""
 _OPEN_SMILE = (0.5, 0.4)  # probability of a smile with parted lips (teeth) and its AU26
+# Difficulty of the expression task (chosen on validation, see notebooks/study.yaml):
+INTENSITY_MIN, INTENSITY_BETA = 0.3, 1.6  # level = min + (1 - min) * Beta(a, 1): weak ones near neutral
+OCCLUDER_SHARES = (0.02, 0.04)            # faces behind a mask, behind a hand
+BLUR_SHARE = 0.3                          # photos out of focus
 
 _SKIN_TONES = np.array([(255, 226, 206), (241, 196, 168), (224, 172, 135), (198, 136, 98),
                         (160, 104, 72), (120, 78, 52), (84, 56, 40)], dtype=float)
@@ -146,7 +150,7 @@ def _rgb(values) -> tuple[int, int, int]:
 def _sample_aus(emotion: str, rng: np.random.Generator, intensity: float | None) -> dict[str, float]:
     """AU vector of one image: prototype x intensity x per-unit jitter, plus a small idiosyncratic
     activation of every unit. Draws the same number of values whatever the class."""
-    drawn = 0.3 + 0.7 * rng.beta(1.6, 1.0)
+    drawn = INTENSITY_MIN + (1 - INTENSITY_MIN) * rng.beta(INTENSITY_BETA, 1.0)
     level = drawn if intensity is None else intensity
     jitter = rng.uniform(0.75, 1.15, len(ACTION_UNITS))
     idiosyncratic = np.abs(rng.normal(0.0, 0.05, len(ACTION_UNITS)))
@@ -169,7 +173,8 @@ def _sample_face(emotion: str, rng: np.random.Generator, intensity: float | None
     accessory = rng.random()
     glasses = "sun" if accessory < 0.02 else "round" if accessory < 0.1 else "rect" if accessory < 0.2 else None
     occluding = rng.random()
-    occluder = "mask" if occluding < 0.02 else "hand" if occluding < 0.06 else None
+    occluder = ("mask" if occluding < OCCLUDER_SHARES[0] else
+                "hand" if occluding < sum(OCCLUDER_SHARES) else None)
     geometry = rng.uniform(size=16)
     glasses_colour = _rgb(rng.uniform(10, 140, 3)) if geometry[14] < 0.7 else (150, 150, 155)  # else metal
     occluder_colour = _rgb(rng.uniform(150, 250, 3))
@@ -219,7 +224,7 @@ def _sample_scene(rng: np.random.Generator, original_size: int) -> _Scene:
     ss = int(np.clip(math.ceil(1.5 * ALIGNED_SIZE / (crop_side * face_w)), 2, 3))
     background = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
     roll = rng.uniform(-15, 15)
-    blurred, blur_radius = rng.random() < 0.3, rng.uniform(0.3, 1.0)
+    blurred, blur_radius = rng.random() < BLUR_SHARE, rng.uniform(0.3, 1.0)
     return _Scene(
         width=width, height=height, ss=ss, background=background,
         bg_grid=rng.uniform(15, 245, (4, 4, 3)), bg_shapes=rng.uniform(size=(8, 5)),

@@ -33,6 +33,10 @@ GENERATOR_VERSION = 1
 """Bumped whenever the same seed and scale would give different files (drawing or writing)."""
 DEFAULT_SEED = 0
 DEFAULT_SCALE = 0.1
+DEFAULT_MIN_PER_CLASS = 20
+"""At least this many images of every class in each split: at scale 0.1, RAF-DB's proportions
+would leave 7 fear test images, too few to compare models on (so the default test set's class
+proportions differ from RAF-DB's: fear, disgust and anger are raised to 20)."""
 JPEG_QUALITY = 90
 METADATA_FILE = "synthetic.json"
 README_FILE = "SYNTHETIC.md"
@@ -49,7 +53,7 @@ def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def class_counts(scale: float = DEFAULT_SCALE, min_per_class: int = 4) -> dict[str, dict[str, int]]:
+def class_counts(scale: float = DEFAULT_SCALE, min_per_class: int = DEFAULT_MIN_PER_CLASS) -> dict[str, dict[str, int]]:
     """Images per split ("train", "test") and class (EMOTIONS order) at ``scale`` of RAF-DB.
 
     Each count is RAF-DB's count times ``scale`` rounded half up, and at least ``min_per_class``
@@ -200,7 +204,7 @@ scale={meta['scale']})`; the parameters are in `{METADATA_FILE}`.
 
 def generate(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
              original_size: int = DEFAULT_ORIGINAL_SIZE, progress: bool = False, workers: int = 1,
-             min_per_class: int = 4) -> Path:
+             min_per_class: int = DEFAULT_MIN_PER_CLASS) -> Path:
     """Write a synthetic RAF-DB (basic) under ``out_dir`` and return ``out_dir`` as a Path.
 
     Class counts are :func:`class_counts` (``scale`` of RAF-DB's, at least ``min_per_class``).
