@@ -19,7 +19,7 @@ export TORCH_HOME := $(CACHE)/torch
 export XDG_CACHE_HOME := $(CACHE)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: study test install install-test synth book clean lock
+.PHONY: study test install install-test synth book clean lock check-study
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ study: install
 	$(BIN)/fer study run --profile $(PROFILE)
 	$(BIN)/fer book build
 	@echo "Open _build/html/index.html"
+
+# The study's invariants after `make study` (run by .ci/run): see `fer study check --help`.
+check-study: install
+	$(BIN)/fer study check --profile $(PROFILE)
 
 synth: install
 	$(BIN)/fer data synth

@@ -185,6 +185,7 @@ class CNNBaselineConfig(DataConfig):
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
+    warmup_epochs: float = 0.0         # > 0: lr rises linearly from 1 % over that many epochs
     patience: int = 5
     monitor: str = "val_macro_f1"
     restore_best: bool = True          # False keeps the last epoch's weights, as the original did
@@ -203,7 +204,7 @@ class CNNBaselineConfig(DataConfig):
         "model": CNN_ARCHITECTURES, "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
         "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS),
     }
-    minimums: ClassVar[dict[str, float]] = {"num_workers": 0}
+    minimums: ClassVar[dict[str, float]] = {"num_workers": 0, "warmup_epochs": 0}
 
 
 @register("03_cnn_compare")

@@ -35,7 +35,7 @@ FEW_TEST_IMAGES = 30
 
 ORIGINAL_SETTINGS: dict[str, Any] = {
     "pretrained": True, **ORIGINAL_PROTOCOL, "image_size": 224, "normalization": "half",
-    "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "epochs": 30, "patience": 5,
+    "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "warmup_epochs": 0.0, "epochs": 30, "patience": 5,
 }
 """The original study's CNN settings by parameter name (``book/original_study.md``): ImageNet
 weights fine-tuned on a half subset of RAF-DB with a 10 % validation split, every training image
@@ -74,6 +74,7 @@ SETTINGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("batch_size", "batch size", str),
     ("optimizer", "optimizer", lambda v: _OPTIMIZERS.get(v, str(v))),
     ("lr", "learning rate", lambda v: f"{v:g}"),
+    ("warmup_epochs", "learning-rate warm-up", lambda v: "none" if not v else f"linear over {v:g} epoch{'s' * (v != 1)}"),
     ("epochs", "epochs at most", str),
     ("patience", "early-stopping patience", lambda v: f"{v} epoch{'s' * (v != 1)}"),
     ("monitor", "early stopping and selection on", str),

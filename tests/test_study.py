@@ -10,7 +10,10 @@ import nbformat
 import pytest
 import yaml
 
+from click.testing import CliRunner
+
 from fer_utils import runs, study
+from fer_utils.cli import main
 from fer_utils.config import NOTEBOOK_CONFIGS
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.paths import ENV_DIRS, ENV_HOME, project_paths
@@ -389,7 +392,7 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
 
 
 @pytest.mark.slow
-def test_book_builds_with_warnings_as_errors(quick_study):
+def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     paths, _ = quick_study
     html = study.build_book(paths.root)
     assert (paths.root / "_toc.yml").read_text(encoding="utf-8") == (REPO / "_toc.yml").read_text(encoding="utf-8")
@@ -400,6 +403,19 @@ def test_book_builds_with_warnings_as_errors(quick_study):
     assert "Synthetic data" in text and "<img" in text  # the plots were rendered
     compare = (html / "book" / "experiments" / "03_cnn_compare" / "default.html").read_text(encoding="utf-8")
     assert "densenet121" in compare and "original: accuracy" in compare
+    assert "The faithful reproduction" in compare and "ours, the original&#39;s protocol" in compare
+    # the introduction's status section is written from the run records at build time
+    status = (paths.root / "book" / "generated" / "status.md").read_text(encoding="utf-8")
+    assert "| CNN baselines | measured | 6 |" in status and "| planned |" in status
+    assert "Findings so far" in status and "synthetic" in status
+    intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
+    assert "Where the study stands" in intro and "Findings so far" in intro
+    # and the study's invariants hold (the quick profile: every page, record and book page)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_HOME, str(paths.root))
+        res = CliRunner().invoke(main, ["study", "check", "--profile", "quick", "--data", str(synthetic_rafdb)])
+    assert res.exit_code == 0, res.output
+    assert "study check passed: 8 run(s) of profile 'quick'" in res.output
 
 
 def test_pages_show_folders_relative_to_the_project(tmp_path):

@@ -351,3 +351,20 @@ def test_fear_and_surprise_anger_and_disgust_are_the_confusable_pairs():
     assert closest("fear", EMOTIONS) == "surprise" and closest("surprise", EMOTIONS) == "fear"
     expressive = [e for e in EMOTIONS if e != "neutral"]
     assert closest("anger", expressive) == "disgust" and closest("disgust", expressive) == "anger"
+
+
+def test_only_the_current_default_set_counts_as_current(tmp_path, dataset):
+    """`fer study run` generates the default set again when it is of another generator version or
+    setting, so an old data/synthetic never silently stands in for the calibrated one."""
+    from fer_utils.data.synthetic import DEFAULT_MIN_PER_CLASS, GENERATOR_VERSION, is_current_default
+
+    assert not is_current_default(dataset)                      # scale 0.005, 4 per class
+    meta = json.loads((dataset / "synthetic.json").read_text())
+    current = {**meta, "scale": 0.1, "min_per_class": DEFAULT_MIN_PER_CLASS, "seed": 0}
+    (tmp_path / "synthetic.json").write_text(json.dumps(current))
+    assert is_current_default(tmp_path)
+    (tmp_path / "synthetic.json").write_text(json.dumps({**current, "generator_version": GENERATOR_VERSION - 1}))
+    assert not is_current_default(tmp_path)
+    (tmp_path / "synthetic.json").write_text("{not json")
+    assert not is_current_default(tmp_path)
+    assert not is_current_default(tmp_path / "missing")

@@ -84,6 +84,29 @@ def test_restore_best_false_keeps_the_last_epochs_weights_as_the_original_did():
         config(restore_best="no")
 
 
+def test_warmup_raises_the_learning_rate_linearly_then_leaves_it():
+    from fer_utils.train import Warmup
+
+    optimizer = torch.optim.Adam(tiny_net().parameters(), lr=0.1)
+    warmup = Warmup(optimizer, steps=4)
+    seen = [optimizer.param_groups[0]["lr"]]
+    for _ in range(6):
+        optimizer.step()                                # no gradients: changes nothing
+        warmup.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx([0.001, 0.02575, 0.0505, 0.07525, 0.1, 0.1, 0.1])
+    Warmup(optimizer, steps=0).step()                  # no warm-up: the lr is left alone
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    # and fit uses it: the same seed with and without a warm-up trains different weights
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    plain, warm = tiny_net(), tiny_net()
+    fit(plain, train, val, config(epochs=1), progress=False)
+    fit(warm, train, val, config(epochs=1, warmup_epochs=1.0), progress=False)
+    assert not torch.equal(plain[0].weight, warm[0].weight)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        config(warmup_epochs=-1)
+
+
 def test_monitor_val_loss_runs_all_epochs_when_improving():
     train, val = colour_data(48, seed=1), colour_data(24, seed=2)
     result = fit(tiny_net(), train, val, config(monitor="val_loss", epochs=4, patience=5, lr=0.01), progress=False)

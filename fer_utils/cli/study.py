@@ -78,16 +78,20 @@ def study_check(profile, data_path, manifest):
 
 
 def _generate_default_data(path: Path) -> float:
-    """Write the embedded synthetic data set at ``path`` unless something is there; returns the
-    seconds it took (0 when it was there)."""
-    if path.exists():
-        return 0.0
+    """Write the embedded synthetic data set at ``path`` when it is missing, or when it is a
+    synthetic set of another generator version or other settings (it is replaced); anything
+    else there is left alone. Returns the seconds it took (0 when nothing was written)."""
     import os
     import time
 
     from ..data import synthetic
 
-    click.echo(f"{path} is missing: generating the embedded synthetic data set")
+    if not path.exists():
+        click.echo(f"{path} is missing: generating the embedded synthetic data set")
+    elif synthetic.is_synthetic(path) and not synthetic.is_current_default(path):
+        click.echo(f"{path} was made by another version or setting of the generator: generating it again")
+    else:
+        return 0.0
     start = time.perf_counter()
     synthetic.generate(path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE,
                        workers=os.cpu_count() or 1)

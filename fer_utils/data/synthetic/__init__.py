@@ -26,10 +26,11 @@ from fer_utils.data.synthetic.writer import (
     RAFDB_TRAIN_COUNTS,
     class_counts,
     generate,
+    is_current_default,
     is_synthetic,
 )
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS", "DEFAULT_SCALE", "DEFAULT_SEED", "GENERATOR_VERSION", "RAFDB_TEST_COUNTS", "RAFDB_TRAIN_COUNTS",
-    "class_counts", "draw_face", "generate", "is_synthetic",
+    "class_counts", "draw_face", "generate", "is_current_default", "is_synthetic",
 ]

@@ -29,7 +29,7 @@ from fer_utils.data.synthetic.faces import ALIGNED_SIZE, DEFAULT_ORIGINAL_SIZE, 
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, index_to_rafdb
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the same seed and scale would give different files (drawing or writing)."""
 DEFAULT_SEED = 0
 DEFAULT_SCALE = 0.1
@@ -129,6 +129,19 @@ def is_synthetic(root: str | os.PathLike) -> bool:
     :func:`generate`, i.e. has ``synthetic.json`` beside ``basic/``."""
     root = Path(root)
     return (root / METADATA_FILE).is_file() or (root.name == rafdb.BASIC and (root.parent / METADATA_FILE).is_file())
+
+
+def is_current_default(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds the default synthetic set as this version of the generator writes
+    it (same generator version, seed, scale, minimum per class and sizes); False for anything
+    else, including a set that is not synthetic or whose ``synthetic.json`` cannot be read."""
+    try:
+        meta = json.loads((Path(root) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    expected = {"generator_version": GENERATOR_VERSION, "seed": DEFAULT_SEED, "scale": DEFAULT_SCALE,
+                "min_per_class": DEFAULT_MIN_PER_CLASS, "original_size": DEFAULT_ORIGINAL_SIZE}
+    return isinstance(meta, dict) and all(meta.get(k) == v for k, v in expected.items())
 
 
 def _prepare(out: Path, layouts: dict[str, rafdb.RafdbLayout]) -> None:
