@@ -16,7 +16,7 @@ import typing
 from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
-from .options import CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, RAFDB_VARIANTS
+from .options import CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, OPTIMIZERS, RAFDB_VARIANTS
 from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
@@ -184,6 +184,7 @@ class CNNBaselineConfig(DataConfig):
     class_weights: str = "none"
     epochs: int = 30
     batch_size: int = 64
+    optimizer: str = "adam"            # adam (the original) | adamw | sgd (momentum 0.9)
     lr: float = 1e-3
     warmup_epochs: float = 0.0         # > 0: lr rises linearly from 1 % over that many epochs
     patience: int = 5
@@ -202,7 +203,7 @@ class CNNBaselineConfig(DataConfig):
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices,
         "model": CNN_ARCHITECTURES, "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
-        "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS),
+        "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS), "optimizer": OPTIMIZERS,
     }
     minimums: ClassVar[dict[str, float]] = {"num_workers": 0, "warmup_epochs": 0}
 

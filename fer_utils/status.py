@@ -26,12 +26,15 @@ def _name(model: str) -> str:
 
 
 def _data_label(records: list[dict]) -> str:
+    """The data sets of run records (a comparison's record lists those of the runs it compares)."""
     labels = []
     for rec in records:
         data = rec["provenance"].get("data") or {}
-        label = f"{data.get('name', '?')}" + (" (synthetic)" if data.get("synthetic") else "")
-        if label not in labels:
-            labels.append(label)
+        for one in data if isinstance(data, list) else [data]:
+            name = str(one.get("name", "?"))
+            label = name + (" (synthetic)" if one.get("synthetic") and "synthetic" not in name.lower() else "")
+            if label not in labels:
+                labels.append(label)
     return ", ".join(labels) or "?"
 
 

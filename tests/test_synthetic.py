@@ -27,6 +27,7 @@ from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS
 
 SCALE = 0.005  # 95 images with at least 4 per class
+DEFAULT_IMAGES = 1254  # README: the default synthetic set
 LINE = re.compile(r"^(train_\d{5}|test_\d{4})\.jpg [1-7]$")  # RAF-DB: train_00001, test_0001
 
 
@@ -183,7 +184,7 @@ def test_rafdb_counts_are_the_official_ones():
 
 @pytest.mark.parametrize("scale", [0.1, 0.02, 0.37])
 def test_class_counts_scale_rafdb_within_rounding(scale):
-    counts = class_counts(scale)
+    counts = class_counts(scale, min_per_class=4)
     for split, real in (("train", RAFDB_TRAIN_COUNTS), ("test", RAFDB_TEST_COUNTS)):
         for emotion, n in real.items():
             assert counts[split][emotion] >= 4
@@ -194,14 +195,17 @@ def test_class_counts_scale_rafdb_within_rounding(scale):
     assert min(train, key=train.get) == "fear"
 
 
-def test_class_counts_at_scale_01_is_the_documented_default():
-    counts = class_counts(0.1)
-    assert sum(counts["train"].values()) + sum(counts["test"].values()) == 1534
-    assert counts["train"]["anger"] == 71  # 70.5 rounds half up
+def test_class_counts_of_the_default_set_give_every_class_20_test_images():
+    from fer_utils.data.synthetic import DEFAULT_MIN_PER_CLASS, DEFAULT_SCALE
+
+    counts = class_counts(DEFAULT_SCALE)
+    assert DEFAULT_MIN_PER_CLASS == 20 and min(counts["test"].values()) == 20  # fear, disgust, anger
+    assert sum(counts["train"].values()) + sum(counts["test"].values()) == DEFAULT_IMAGES
+    assert class_counts(0.1, min_per_class=4)["train"]["anger"] == 71  # 70.5 rounds half up
 
 
 def test_class_counts_keeps_every_class_at_tiny_scales():
-    assert all(n == 4 for split in class_counts(1e-6).values() for n in split.values())
+    assert all(n == 20 for split in class_counts(1e-6).values() for n in split.values())
     assert all(n == 1 for split in class_counts(1e-6, min_per_class=1).values() for n in split.values())
 
 
@@ -356,11 +360,11 @@ def test_fear_and_surprise_anger_and_disgust_are_the_confusable_pairs():
 def test_only_the_current_default_set_counts_as_current(tmp_path, dataset):
     """`fer study run` generates the default set again when it is of another generator version or
     setting, so an old data/synthetic never silently stands in for the calibrated one."""
-    from fer_utils.data.synthetic import DEFAULT_MIN_PER_CLASS, GENERATOR_VERSION, is_current_default
+    from fer_utils.data.synthetic import DEFAULT_MIN_PER_CLASS, DEFAULT_SCALE, GENERATOR_VERSION, is_current_default
 
     assert not is_current_default(dataset)                      # scale 0.005, 4 per class
     meta = json.loads((dataset / "synthetic.json").read_text())
-    current = {**meta, "scale": 0.1, "min_per_class": DEFAULT_MIN_PER_CLASS, "seed": 0}
+    current = {**meta, "scale": DEFAULT_SCALE, "min_per_class": DEFAULT_MIN_PER_CLASS, "seed": 0}
     (tmp_path / "synthetic.json").write_text(json.dumps(current))
     assert is_current_default(tmp_path)
     (tmp_path / "synthetic.json").write_text(json.dumps({**current, "generator_version": GENERATOR_VERSION - 1}))
@@ -368,3 +372,12 @@ def test_only_the_current_default_set_counts_as_current(tmp_path, dataset):
     (tmp_path / "synthetic.json").write_text("{not json")
     assert not is_current_default(tmp_path)
     assert not is_current_default(tmp_path / "missing")
+
+
+def test_the_data_page_names_the_classes_raised_to_the_minimum(dataset):
+    from fer_utils.data.synthetic import raised_classes_note
+
+    note = raised_classes_note(dataset)            # scale 0.005, at least 4 per class
+    assert note.startswith("**Class proportions differ from RAF-DB's.**") and "at least 4 images" in note
+    assert "- test: " in note and "fear 4 images" in note and "RAF-DB 2.4%" in note
+    assert raised_classes_note(dataset / "basic") == ""     # not the set's folder: no metadata, no note

@@ -21,7 +21,7 @@ def data():
                    "(default: the project's data/synthetic).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--scale", type=float, default=None,
-              help="Fraction of RAF-DB's size (default 0.1: about 1,555 images with 20 per class at least).")
+              help="Fraction of RAF-DB's size (default 0.08: 1,254 images with 20 per class and split at least).")
 @click.option("--min-per-class", type=click.IntRange(min=1), default=None,
               help="At least this many images of every class in each split (default 20).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

@@ -28,9 +28,11 @@ from fer_utils.data.synthetic.writer import (
     generate,
     is_current_default,
     is_synthetic,
+    raised_classes_note,
 )
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS", "DEFAULT_SCALE", "DEFAULT_SEED", "GENERATOR_VERSION", "RAFDB_TEST_COUNTS", "RAFDB_TRAIN_COUNTS",
     "class_counts", "draw_face", "generate", "is_current_default", "is_synthetic",
+    "raised_classes_note",
 ]

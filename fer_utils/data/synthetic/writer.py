@@ -32,11 +32,12 @@ from fer_utils.labels import EMOTIONS, index_to_rafdb
 GENERATOR_VERSION = 2
 """Bumped whenever the same seed and scale would give different files (drawing or writing)."""
 DEFAULT_SEED = 0
-DEFAULT_SCALE = 0.1
+DEFAULT_SCALE = 0.08
+"""8 % of RAF-DB (1,254 images): what the default study can train four CNNs on within its CPU budget."""
 DEFAULT_MIN_PER_CLASS = 20
-"""At least this many images of every class in each split: at scale 0.1, RAF-DB's proportions
-would leave 7 fear test images, too few to compare models on (so the default test set's class
-proportions differ from RAF-DB's: fear, disgust and anger are raised to 20)."""
+"""At least this many images of every class in each split: at the default scale, RAF-DB's
+proportions would leave 6 fear test images, too few to compare models on (so the default test
+set's class proportions differ from RAF-DB's: fear, disgust and anger are raised to 20)."""
 JPEG_QUALITY = 90
 METADATA_FILE = "synthetic.json"
 README_FILE = "SYNTHETIC.md"
@@ -142,6 +143,31 @@ def is_current_default(root: str | os.PathLike) -> bool:
     expected = {"generator_version": GENERATOR_VERSION, "seed": DEFAULT_SEED, "scale": DEFAULT_SCALE,
                 "min_per_class": DEFAULT_MIN_PER_CLASS, "original_size": DEFAULT_ORIGINAL_SIZE}
     return isinstance(meta, dict) and all(meta.get(k) == v for k, v in expected.items())
+
+
+def raised_classes_note(root: str | os.PathLike) -> str:
+    """Markdown naming the classes whose count in a synthetic set was raised to its minimum per
+    class, with their share of each split against RAF-DB's, so that a page says how the set's
+    proportions differ from RAF-DB's; ``""`` when none was raised or ``root`` is not synthetic."""
+    try:
+        meta = json.loads((Path(root) / METADATA_FILE).read_text(encoding="utf-8"))
+        counts, scale, minimum = meta["counts"], meta["scale"], meta["min_per_class"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    lines = []
+    for split, real in _RAFDB_COUNTS.items():
+        raised = [e for e, n in real.items() if counts[split][e] == minimum and _round_half_up(n * scale) < minimum]
+        if raised:
+            total, real_total = sum(counts[split].values()), sum(real.values())
+            lines.append(f"- {split}: " + "; ".join(
+                f"{e} {counts[split][e]} images ({counts[split][e] / total:.1%}; RAF-DB {real[e] / real_total:.1%})"
+                for e in raised))
+    if not lines:
+        return ""
+    return (f"**Class proportions differ from RAF-DB's.** This synthetic set is {scale:g} of RAF-DB's size "
+            f"with at least {minimum} images of every class in each split, so that every class has enough "
+            "test images to compare models on; these classes were raised to that minimum:\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def _prepare(out: Path, layouts: dict[str, rafdb.RafdbLayout]) -> None:
