@@ -53,6 +53,8 @@ def _channels(values) -> str:
 def _normalization(name: str) -> str:
     if name not in NORMALIZATIONS:
         return str(name)
+    if name == "imagenet":   # three values per statistic: too long for a table cell
+        return "ImageNet's mean and std"
     mean, std = NORMALIZATIONS[name]
     return f"{name} (mean {_channels(mean)}, std {_channels(std)})"
 
@@ -97,7 +99,7 @@ def data_banner(data: dict | list[dict] | None) -> str:
     synthetic = [d for d in records if d.get("synthetic")]
     if not synthetic:
         return ""
-    names = "; ".join(f"`{d.get('name')}`, fingerprint `{d.get('fingerprint')}`" for d in synthetic)
+    names = "; ".join(dict.fromkeys(f"`{d.get('name')}`, fingerprint `{d.get('fingerprint')}`" for d in synthetic))
     lead = ("This page is built from" if len(synthetic) == len(records) else
             f"**{len(synthetic)} of the {len(records)} data sets** behind this page are")
     lead += " the embedded **synthetic data set**"

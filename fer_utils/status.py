@@ -97,7 +97,7 @@ def findings(runs_root: str | Path) -> str:
             parts.append("Trained the original study's way (half the data, always-flip, last-epoch weights), "
                          "macro F1 is " + "; ".join(gaps) + " (original protocol against corrected).")
     broken = failure_notes(records)
-    parts.append(f"{len(broken)} run(s) failed to learn: " + " ".join(broken) if broken
+    parts.append(f"{len(broken)} run(s) do not beat the majority-class baseline on every score: " + " ".join(broken) if broken
                  else "No model collapsed to one class or stayed at the majority-class baseline.")
     parts.append("Details, intervals and significance tests: *Comparing the CNN baselines*.")
     return " ".join(parts)

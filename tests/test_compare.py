@@ -103,13 +103,13 @@ def test_summary_shows_validation_and_a_majority_class_row(tmp_path, records):
     label = _majority_label(y)
     assert list(shown.index) == ["good", "poor", label]
     baseline = evaluate(y, np.full_like(y, np.bincount(y).argmax()))
-    assert shown.loc[label, "ours: accuracy"] == f"{np.mean(y == np.bincount(y).argmax()):.3f}"
+    assert shown.loc[label, "accuracy (ours / original)"] == f"{np.mean(y == np.bincount(y).argmax()):.3f}"
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
-        assert shown.loc[label, f"ours: {metric}"] == f"{baseline[metric]:.3f}"
-    assert (shown.loc[label, "ours: val_macro_f1"], shown.loc[label, "ours: runs"]) == ("", "")
-    assert (shown.loc["good", "ours: val_macro_f1"], shown.loc["good", "ours: runs"]) == ("0.700", 1)
+        assert shown.loc[label, f"{metric} (ours / original)"] == f"{baseline[metric]:.3f}"
+    assert (shown.loc[label, "val_macro_f1"], shown.loc[label, "runs"]) == ("", "")
+    assert (shown.loc["good", "val_macro_f1"], shown.loc["good", "runs"]) == ("0.700", 1)
     # the baseline is the bar: both models clear it here
-    assert (shown["ours: accuracy"].iloc[:2] > shown.loc[label, "ours: accuracy"]).all()
+    assert (shown["accuracy (ours / original)"].iloc[:2] > shown.loc[label, "accuracy (ours / original)"]).all()
 
 
 def test_summarize_refuses_to_average_runs_of_another_setting_or_data_set(tmp_path):
@@ -185,7 +185,10 @@ def test_tables_show_empty_cells_not_nan_and_whole_supports(records):
                               "weighted_f1": 0.5, "val_macro_f1": 0.4} for r in recs]), None
     shown = compare.beside_original(compare.summarize(table), recs)
     assert not shown.isin(["nan", "NaN"]).any().any() and not shown.isna().any().any()
-    assert shown.loc["good", "original: accuracy"] == ""
+    assert shown.loc["good", "accuracy (ours / original)"] == "0.500"       # the original has no "good"
+    named = compare.beside_original(compare.summarize(table.assign(**{"param.model": ["resnet18", "vgg16"]})), recs)
+    assert named.loc["resnet18", "accuracy (ours / original)"] == "0.500 / 0.746"
+    assert named.loc["vgg16", "macro_f1 (ours / original)"] == "0.400"        # it reported no macro F1
     assert compare.per_class_table(recs["good"]["metrics"])["support"].dtype.kind == "i"
 
 

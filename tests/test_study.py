@@ -405,7 +405,7 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     text = data_page.read_text(encoding="utf-8")
     assert "Synthetic data" in text and "<img" in text  # the plots were rendered
     compare = (html / "book" / "experiments" / "03_cnn_compare" / "default.html").read_text(encoding="utf-8")
-    assert "densenet121" in compare and "original: accuracy" in compare
+    assert "densenet121" in compare and "accuracy (ours / original)" in compare
     visible = html_lib.unescape(re.sub(r"<[^>]+>", " ", compare))   # the page's text, entities decoded
     assert "The faithful reproduction" in visible and "ours, the original's protocol" in visible
     # the introduction's status section is written from the run records at build time

@@ -21,5 +21,7 @@ def image_sizes(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_summary(sizes: pd.DataFrame) -> pd.DataFrame:
-    """describe() of width and height per split."""
-    return sizes.groupby("split")[["width", "height"]].describe().round(1)
+    """describe() of width and height per split, one column per split and side (count, mean,
+    std, min, quartiles and max as rows: narrow enough for a page)."""
+    table = sizes.groupby("split")[["width", "height"]].describe().round(1).T.unstack(0).T
+    return table.rename_axis(["split", "side"])
