@@ -78,9 +78,11 @@ def study_check(profile, data_path, manifest):
 
 
 def _generate_default_data(path: Path) -> float:
-    """Write the embedded synthetic data set at ``path`` when it is missing, or when it is a
-    synthetic set of another generator version or other settings (it is replaced); anything
-    else there is left alone. Returns the seconds it took (0 when nothing was written)."""
+    """Write the embedded synthetic data set at ``path`` when it is missing or when another
+    generator version made the synthetic set there (it is replaced by the current default: an
+    older default would not be what the default profile was calibrated on); anything else there,
+    a current-version set of other settings included, is left alone. Returns the seconds it took
+    (0 when nothing was written)."""
     import os
     import time
 
@@ -88,8 +90,9 @@ def _generate_default_data(path: Path) -> float:
 
     if not path.exists():
         click.echo(f"{path} is missing: generating the embedded synthetic data set")
-    elif synthetic.is_synthetic(path) and not synthetic.is_current_default(path):
-        click.echo(f"{path} was made by another version or setting of the generator: generating it again")
+    elif synthetic.made_by_another_version(path):
+        click.echo(f"{path} was made by another version of the generator: generating the embedded "
+                   f"synthetic data set (version {synthetic.GENERATOR_VERSION}) in its place")
     else:
         return 0.0
     start = time.perf_counter()

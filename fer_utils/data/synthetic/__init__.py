@@ -26,13 +26,13 @@ from fer_utils.data.synthetic.writer import (
     RAFDB_TRAIN_COUNTS,
     class_counts,
     generate,
-    is_current_default,
     is_synthetic,
+    made_by_another_version,
     raised_classes_note,
 )
 
 __all__ = [
     "DEFAULT_MIN_PER_CLASS", "DEFAULT_SCALE", "DEFAULT_SEED", "GENERATOR_VERSION", "RAFDB_TEST_COUNTS", "RAFDB_TRAIN_COUNTS",
-    "class_counts", "draw_face", "generate", "is_current_default", "is_synthetic",
+    "class_counts", "draw_face", "generate", "is_synthetic", "made_by_another_version",
     "raised_classes_note",
 ]

@@ -132,17 +132,15 @@ def is_synthetic(root: str | os.PathLike) -> bool:
     return (root / METADATA_FILE).is_file() or (root.name == rafdb.BASIC and (root.parent / METADATA_FILE).is_file())
 
 
-def is_current_default(root: str | os.PathLike) -> bool:
-    """Whether ``root`` holds the default synthetic set as this version of the generator writes
-    it (same generator version, seed, scale, minimum per class and sizes); False for anything
-    else, including a set that is not synthetic or whose ``synthetic.json`` cannot be read."""
+def made_by_another_version(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a synthetic set that another generator version wrote (its
+    ``synthetic.json`` names another ``generator_version``); False for a current set, anything
+    that is not a synthetic set, or a ``synthetic.json`` that cannot be read."""
     try:
         meta = json.loads((Path(root) / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return meta["generator_version"] != GENERATOR_VERSION
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    expected = {"generator_version": GENERATOR_VERSION, "seed": DEFAULT_SEED, "scale": DEFAULT_SCALE,
-                "min_per_class": DEFAULT_MIN_PER_CLASS, "original_size": DEFAULT_ORIGINAL_SIZE}
-    return isinstance(meta, dict) and all(meta.get(k) == v for k, v in expected.items())
 
 
 def raised_classes_note(root: str | os.PathLike) -> str:
