@@ -121,6 +121,8 @@ def import_results(archive: str | Path, runs_root: str | Path, book_out: str | P
                 continue
             if not member.isfile():
                 raise DataError(f"{archive}: member {member.name!r} is a link or device, not a regular file")
+            if len(path.parts) < 2:
+                raise DataError(f"{archive}: member {member.name!r} is a file in place of a folder")
             if member.name in seen:
                 raise DataError(f"{archive}: member {member.name!r} appears twice")
             expected = listed.get(member.name)
