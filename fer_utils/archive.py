@@ -11,7 +11,6 @@ bad or hostile archive loses nothing already stored.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -21,6 +20,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from . import __version__
+from .cache import file_sha256
 from .errors import DataError
 
 MANIFEST_NAME = "FER_RESULTS.json"
@@ -29,14 +29,6 @@ ROOTS = ("runs", "experiments")
 BUNDLE_FOLDER = "bundle"
 MAX_FILE_BYTES = 2 << 30
 """The largest member accepted (2 GiB): a model bundle's weights fit, a decompression bomb does not."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path, include_bundles: bool) -> list[Path]:
@@ -59,7 +51,7 @@ def export_results(out: str | Path, runs_root: str | Path, book_out: str | Path,
         raise DataError(f"{runs_root}: no run records to export; run `fer study run` first")
     manifest = {"format": 1, "fer_utils": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "bundles": include_bundles,
-                "files": {name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+                "files": {name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
                           for name, path in members.items()}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +127,7 @@ def import_results(archive: str | Path, runs_root: str | Path, book_out: str | P
             staged.parent.mkdir(parents=True, exist_ok=True)
             with tar.extractfile(member) as src, staged.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
-            if _sha256(staged) != expected.get("sha256"):
+            if file_sha256(staged) != expected.get("sha256"):
                 raise DataError(f"{archive}: member {member.name!r} does not match its SHA-256 in {MANIFEST_NAME}")
             seen[member.name] = staged
         missing = sorted(set(listed) - set(seen))

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
+
 Writer = Callable[[Path], object]
 """Writes a whole file at the path it is given (a temporary path next to the target)."""
 
@@ -89,6 +91,15 @@ def _check_part(name: str, value: Any) -> None:
         return
     raise TypeError(f"cache key part {name} has type {type(value).__name__}; a part must be str, int, float, "
                     "bool, None, or a list/dict of those (convert it, e.g. Preprocessing.to_dict())")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks; a missing/unreadable file raises DataError."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise DataError(f"{os.fspath(path)}: cannot read file for hashing ({exc.strerror or exc})") from None
 
 
 def cache_key(namespace: str, version: int | str, **parts: Any) -> str:

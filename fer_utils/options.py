@@ -8,6 +8,11 @@ CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "resnet18", "vgg16")
 DISPLAY_NAMES: dict[str, str] = {"densenet121": "DenseNet121", "resnet18": "ResNet18", "vgg16": "VGG16"}
 """How pages write the parameter values that are names (architectures)."""
 
+
+def display_name(name) -> str:
+    """A name as the pages write it: ``resnet18`` -> ``ResNet18``, others unchanged (as text)."""
+    return DISPLAY_NAMES.get(name, str(name))
+
 MONITORS: dict[str, str] = {"val_macro_f1": "max", "val_acc": "max", "val_loss": "min"}
 """Metrics early stopping can watch, and whether larger or smaller is better."""
 

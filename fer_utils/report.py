@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .options import DISPLAY_NAMES, ORIGINAL_PROTOCOL
+from .options import ORIGINAL_PROTOCOL, display_name
 from .preprocessing import NORMALIZATIONS
 
 BANNER_TITLE = "Synthetic data"
@@ -59,8 +59,7 @@ def _normalization(name: str) -> str:
     return f"{name} (mean {_channels(mean)}, std {_channels(std)})"
 
 
-def _model(name: str) -> str:
-    return DISPLAY_NAMES.get(name, str(name))
+_model = display_name
 
 
 SETTINGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (

@@ -13,16 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from .cache import atomic_write
-from .options import DISPLAY_NAMES
+from .options import display_name as _name
 from .runs import collect_runs
 
 STATUS_FILE = Path("book") / "generated" / "status.md"
 """Where :func:`write_status` writes, relative to the project folder (not committed)."""
 BASELINES = "02_cnn_baselines"
-
-
-def _name(model: str) -> str:
-    return DISPLAY_NAMES.get(model, model)
 
 
 def _data_label(records: list[dict]) -> str:

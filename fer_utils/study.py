@@ -70,7 +70,7 @@ import yaml
 
 from .config import config_for
 from .errors import ConfigError, FERError
-from .options import DISPLAY_NAMES
+from .options import display_name
 from .paths import BOOK_OUT, MANIFEST, project_paths
 
 DEFAULT_PROFILES = ["quick", "default", "full"]
@@ -409,7 +409,7 @@ def _relative_paths(params: dict[str, Any], cwd: Path) -> dict[str, Any]:
 def display_run_name(name: str) -> str:
     """A run name as a page title writes it: architecture names as the text names them
     (``resnet18-s1`` -> ``ResNet18-s1``), everything else as it is."""
-    return "-".join(DISPLAY_NAMES.get(part, part) for part in name.split("-"))
+    return "-".join(map(display_name, name.split("-")))
 
 
 def _title_with_run_name(path: Path, name: str) -> None:

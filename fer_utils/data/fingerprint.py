@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
+from fer_utils.cache import file_sha256
 from fer_utils.data.index import check_index
 from fer_utils.errors import DataError
 
 FINGERPRINT_LENGTH = 16
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks; a missing/unreadable file raises DataError."""
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        raise DataError(f"{os.fspath(path)}: cannot read file for hashing ({exc.strerror or exc})") from None
 
 
 def pixels_sha256(pixels: np.ndarray) -> str:
