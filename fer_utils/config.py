@@ -16,7 +16,10 @@ import typing
 from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
-from .options import CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, OPTIMIZERS, RAFDB_VARIANTS
+from .options import (
+    CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, OPTIMIZERS, RAFDB_VARIANTS,
+    TEXT_ENCODERS,
+)
 from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
@@ -218,3 +221,53 @@ class CNNCompareConfig(NotebookConfig):
     n_bootstrap: int = 1000
     seed: int = 0
     run_dir: str = "data/runs/03_cnn_compare/default"
+
+
+@register("04_vlm_prompts")
+@dataclasses.dataclass(frozen=True)
+class VLMPromptsConfig(DataConfig):
+    """One captioner + prompt + text encoder: captions of every image, their emotion votes, and a
+    text-only linear probe on their embeddings (selected on validation, tested once)."""
+
+    captioner: str = "blip2"                        # the original's (model_id); tiny_blip2: random weights
+    model_id: str = "Salesforce/blip2-flan-t5-xl"   # captioner blip2: a hub id or a local folder
+    revision: str = ""                              # "" = the snapshot in the Hugging Face cache
+    captions_file: str = ""                         # captioner precomputed: CSV or JSONL (id, caption)
+    simulated_accuracy: float = 0.8                 # captioner simulated: share of true captions
+    prompt: str = "original"                        # a name of fer_utils.vlm.prompts.PROMPTS or the text
+    max_new_tokens: int = 30
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    caption_batch_size: int = 64
+    dtype: str = "auto"                             # auto: bfloat16 on CUDA, float32 on CPU
+    postprocess: bool = True
+    text_encoder: str = "clip"                      # the original's: CLIPTextModel pooler_output
+    text_model_id: str = ""                         # "" = the encoder's default model
+    device: str = "auto"
+    probe_cs: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
+    examples_per_class: int = 2
+    n_bootstrap: int = 1000
+    cache_dir: str = "data/cache"
+    run_dir: str = "data/runs/04_vlm_prompts/default"
+
+    choices: ClassVar[dict[str, tuple]] = {
+        **DataConfig.choices, "captioner": CAPTIONERS, "text_encoder": TEXT_ENCODERS,
+        "dtype": ("auto", "float32", "bfloat16", "float16"),
+    }
+    minimums: ClassVar[dict[str, float]] = {
+        "simulated_accuracy": 0, "max_new_tokens": 1, "min_new_tokens": 0, "num_beams": 1,
+        "no_repeat_ngram_size": 0, "caption_batch_size": 1, "examples_per_class": 0,
+        "n_bootstrap": 0,
+    }
+
+
+@register("05_vlm_compare")
+@dataclasses.dataclass(frozen=True)
+class VLMCompareConfig(NotebookConfig):
+    """Compare the prompt-ablation runs' records (never captions anything)."""
+
+    runs_root: str = "data/runs"
+    source_notebook: str = "04_vlm_prompts"
+    run_dir: str = "data/runs/05_vlm_compare/default"

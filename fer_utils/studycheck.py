@@ -107,11 +107,18 @@ def over_budget(checks: Mapping, seconds: Mapping[str, float]) -> list[str]:
 
 def collapsed(record: Mapping, min_gain: float) -> str | None:
     """Why a trained run's model counts as collapsed, or None: it predicts one class for every
-    test image, or its test macro F1 is less than ``min_gain`` above the majority-class baseline's."""
+    test image, or its test macro F1 is less than ``min_gain`` above the majority-class baseline's.
+
+    A probe on captions that carry no meaning by construction (the tiny BLIP-2's: the record's
+    ``metrics.captioner.meaningful`` is false) is exempt: scoring at the floor is its expected
+    result, which its page says."""
     from .compare import always_predicting  # pandas: only when checking run records
 
     predictions = record.get("predictions")
     if predictions is None:
+        return None
+    captioner = record["metrics"].get("captioner")
+    if isinstance(captioner, Mapping) and captioner.get("meaningful") is False:
         return None
     name = Path(record["run_dir"]).name
     classes = predictions["predicted"].nunique()

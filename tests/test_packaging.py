@@ -29,10 +29,7 @@ DEV_ONLY_DIRS = {"tests", "benchmarks"}
 NOT_IMPORTED = {
     "ipykernel": "the python3 kernel papermill runs the notebooks in",
     "jupyter-book": "run as a command by `fer book build`",
-    "transformers": "vlm extra: BLIP-2 captions, which the captions issue builds on",
-    "tokenizers": "vlm extra: the captions issue's tokenizers",
-    "open-clip-torch": "vlm extra: CLIP caption features, which the captions issue builds on",
-    "sentencepiece": "vlm extra: tokenizer backend the captions issue's models need",
+    "sentencepiece": "vlm extra: the tokenizer backend of the T5 tokenizer BLIP-2 flan-t5 loads",
     "flask": "web extra: the web site issue builds on it",
     "flask-sqlalchemy": "web extra: the web site's database",
     "flask-login": "web extra: the web site's log-in",

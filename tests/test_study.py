@@ -243,7 +243,8 @@ def test_committed_toc_is_rendered_from_the_manifest():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
     chapters = toc["parts"][0]["chapters"]
     assert chapters[0] == {"file": "book/original_study"}
-    assert chapters[-1]["sections"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
+    assert chapters[-2]["sections"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
+    assert chapters[-1]["sections"] == [{"glob": "book/experiments/04_vlm_prompts/*"}]
 
 
 def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
@@ -385,7 +386,7 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
             without_data.add(run.notebook)
         data = record["provenance"]["data"]      # a list on pages that compare runs
         assert all(d["fingerprint"] and d["synthetic"] for d in (data if isinstance(data, list) else [data]))
-    assert without_data == {"03_cnn_compare"}   # it compares run records and reads no data set
+    assert without_data == {"03_cnn_compare", "05_vlm_compare"}   # they compare run records, read no data set
     data = runs.load_run(paths.runs / "01_data" / "default")
     meta = json.loads((synthetic_rafdb / "synthetic.json").read_text())
     assert data["metrics"]["n_images"] == sum(sum(c.values()) if isinstance(c, dict) else c
@@ -419,7 +420,7 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
         mp.setenv(ENV_HOME, str(paths.root))
         res = CliRunner().invoke(main, ["study", "check", "--profile", "quick", "--data", str(synthetic_rafdb)])
     assert res.exit_code == 0, res.output
-    assert "study check passed: 8 run(s) of profile 'quick'" in res.output
+    assert "study check passed: 12 run(s) of profile 'quick'" in res.output
 
 
 def test_pages_show_folders_relative_to_the_project(tmp_path):

@@ -1,4 +1,5 @@
-"""The ``fer`` command: one small module per command group (data, study, book, predict, runs).
+"""The ``fer`` command: one small module per command group (data, study, book, predict, runs,
+caption/embed).
 
 A group module defines its click group or command; this module assembles them under ``main``.
 Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
@@ -13,6 +14,7 @@ from .data import data
 from .predict import predict_cmd
 from .runs import runs
 from .study import study
+from .vlm import caption_cmd, embed_cmd
 
 
 @click.group(cls=FERGroup)
@@ -21,7 +23,7 @@ def main():
     """Reproducible facial expression recognition study (CNN vs CNN + caption features)."""
 
 
-for command in (data, study, book, predict_cmd, runs):
+for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd):
     main.add_command(command)
 
 __all__ = ["main"]
