@@ -154,7 +154,9 @@ def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 4, width: 
         ax.set_axis_off()
     for ax, (_, row) in zip(axes.flat, examples.iterrows()):
         ax.imshow(open_image(row))
-        caption = str(row["caption"])
+        # a random captioner writes byte tokens that decode to control, replacement or rare
+        # letters the figure font lacks: show anything beyond Latin-1 as a middle dot
+        caption = "".join(ch if ch.isprintable() and ord(ch) < 0x100 else "·" for ch in str(row["caption"]))
         if len(caption) > max_chars:
             caption = caption[:max_chars - 1] + "…"
         vote = row["vote_label"] or "no emotion word"
@@ -166,9 +168,12 @@ def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 4, width: 
 
 
 def prompt_comparison(frame: pd.DataFrame, metrics: tuple[str, ...] = ("vote macro F1", "probe macro F1"),
-                      ax=None, by: str = "run"):
-    """Grouped bars of ``metrics`` (columns of ``frame``) per ``by`` (a prompt-ablation summary)."""
+                      ax=None, by: str = "run", baseline: float | None = None,
+                      baseline_label: str = "majority class"):
+    """Grouped bars of ``metrics`` (columns of ``frame``) per ``by`` (a prompt-ablation summary),
+    with a dashed line at ``baseline`` (the majority-class macro F1, say)."""
     long = frame.melt(id_vars=by, value_vars=list(metrics), var_name="metric", value_name="value")
+    long["value"] = long["value"].astype(float)
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame)), 3.5))
     sns.barplot(data=long, x=by, y="value", hue="metric", ax=ax)
@@ -177,4 +182,7 @@ def prompt_comparison(frame: pd.DataFrame, metrics: tuple[str, ...] = ("vote mac
     ax.tick_params(axis="x", labelrotation=20)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.2f", fontsize=7)
+    if baseline is not None:
+        ax.axhline(baseline, color="0.3", linestyle="--", linewidth=1, label=f"{baseline_label} ({baseline:.2f})")
+        ax.legend(fontsize=8)
     return ax

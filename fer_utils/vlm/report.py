@@ -35,9 +35,9 @@ def captioner_notice(metrics: Mapping) -> str:
                 f"They come from **{captioner['name']}**: a BLIP-2 with random weights, built in code through "
                 "the same transformers classes as the real model, because no pretrained captioner can be "
                 "downloaded where this book was built. It runs the real path (processor, batched generation, "
-                "cache, post-processing, text encoder, probe), but its sentences say nothing about the face: "
-                "every number on this page is what meaningless text scores, a floor, not a finding about "
-                "prompts. `fer study run --profile full` with BLIP-2's weights in the Hugging Face cache "
+                "cache, post-processing, text encoder, probe), but its sentences describe nothing: at most "
+                "they are a random function of the pixels. Every number on this page is what such text scores, "
+                "a floor, not a finding about prompts. `fer study run --profile full` with BLIP-2's weights in the Hugging Face cache "
                 "replaces it.\n```\n")
     if kind == "simulated":
         return ("```{admonition} Simulated captions: an experimental control, not a model\n:class: warning\n"
@@ -53,30 +53,47 @@ def captioner_notice(metrics: Mapping) -> str:
             + (f" (revision {str(revision)[:12]})" if revision else "") + ".\n")
 
 
-def run_settings(params: Mapping, metrics: Mapping) -> pd.DataFrame:
-    """What a run used: captioner, prompt (text), generation settings, post-processing, encoder."""
+def run_settings(params: Mapping, metrics: Mapping) -> str:
+    """What a run used, as a Markdown list: captioner, prompt (its text), generation settings,
+    post-processing, text encoder, probe."""
     rows = {
         "captioner": metrics["captioner"]["name"],
-        "prompt": f"{metrics['prompt']['name']}: {metrics['prompt']['text']}",
+        "prompt": f"{metrics['prompt']['name']}: `{metrics['prompt']['text']}`",
         "generation": (f"max_new_tokens {params.get('max_new_tokens')}, min_new_tokens {params.get('min_new_tokens')}, "
                        f"num_beams {params.get('num_beams')}, repetition_penalty {params.get('repetition_penalty')}, "
                        f"no_repeat_ngram_size {params.get('no_repeat_ngram_size')}, batch "
                        f"{params.get('caption_batch_size')}, dtype {params.get('dtype')}"),
         "post-processing": "normalise, drop repeated phrases" if params.get("postprocess") else "none (raw captions)",
         "text encoder": f"{metrics['encoder']['name']} ({metrics['encoder']['dim']}-d)",
-        "probe": f"logistic regression, C chosen on validation from {params.get('probe_cs')}",
+        "probe": (f"logistic regression on L2-normalised embeddings, C chosen on validation from "
+                  f"{params.get('probe_cs')} (chosen: {metrics['probe'].get('c')})"),
     }
-    return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")
+    return "".join(f"- **{name}**: {value}\n" for name, value in rows.items())
 
 
-CAPTION_COLUMNS = ["emotion word", "repetition", "mean words", "distinct"]
+def probe_ci(metrics: Mapping) -> pd.DataFrame:
+    """The probe's test scores with their percentile-bootstrap 95 % intervals, one row."""
+    probe = metrics["probe"]
+    return pd.DataFrame([{name.replace("_", " "): _ci(probe, name) for name in ("accuracy", "macro_f1", "weighted_f1")}],
+                        index=pd.Index(["text-only probe (test)"]))
+
+
+CAPTION_COLUMNS = ["captioner", "prompt", "emotion word", "repetition", "mean words", "distinct", "captions/s"]
 SCORE_COLUMNS = ["vote accuracy", "vote macro F1", "probe accuracy", "probe macro F1", "probe val macro F1"]
 
 
-def prompt_texts(records: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Each distinct prompt the runs used, by name, with its text."""
+def split_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A :func:`prompt_table` as two narrower tables for a page: what the captions look like (the
+    runs only) and what they score (with the majority-class row); blanks where a row has no value."""
+    captions = table.loc[table["captioner"].notna(), CAPTION_COLUMNS].astype(object)
+    scores = table[SCORE_COLUMNS].astype(object)
+    return captions.where(captions.notna(), ""), scores.where(scores.notna(), "")
+
+
+def prompt_texts(records: Mapping[str, Mapping]) -> str:
+    """Each distinct prompt the runs used, by name, with its text (a Markdown list)."""
     prompts = {rec["metrics"]["prompt"]["name"]: rec["metrics"]["prompt"]["text"] for rec in records.values()}
-    return pd.DataFrame({"prompt": list(prompts), "text": list(prompts.values())}).set_index("prompt")
+    return "\n".join(f"- **{name}**: `{text}`" for name, text in prompts.items()) + "\n"
 
 
 def _majority(records: Mapping[str, Mapping]) -> tuple[str, dict] | None:
@@ -138,8 +155,10 @@ def prompt_interpretation(record: Mapping) -> str:
             f"the {m['encoder']['dim']}-d caption embeddings, its C chosen on validation, scores macro F1 "
             f"{_ci(m['probe'], 'macro_f1')} and accuracy {_ci(m['probe'], 'accuracy')}.{base}")
     if kind == "meaningless":
-        text += (" With captions that carry no meaning these are the floor the real captioner must clear: a probe "
-                 "near the majority baseline is the expected result, not a failure of the prompt.")
+        text += (" With captions that describe nothing these are the floor a real captioner must clear: no vote "
+                 "(a random model writes no emotion words) and a probe near the majority baseline, which can only "
+                 "pick up what the random text happens to encode about the pixels, are the expected result, not a "
+                 "failure of the prompt.")
     elif kind == "simulated":
         accuracy = m["captioner"]["identity"].get("accuracy")
         text += (f" The captions were simulated to name the true emotion {accuracy:.0%} of the time: the vote's "
@@ -177,4 +196,5 @@ def comparison_interpretation(records: Mapping[str, Mapping]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-__all__ = ["CAPTION_COLUMNS", "SCORE_COLUMNS", "captioner_notice", "comparison_interpretation", "prompt_interpretation", "prompt_table", "prompt_texts", "run_settings"]
+__all__ = ["CAPTION_COLUMNS", "SCORE_COLUMNS", "captioner_notice", "comparison_interpretation", "prompt_interpretation", "probe_ci", "prompt_table", "prompt_texts", "run_settings",
+           "split_table"]
