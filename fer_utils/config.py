@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 from .options import (
-    CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, MONITORS, OPTIMIZERS, RAFDB_VARIANTS,
-    TEXT_ENCODERS,
+    CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS,
+    MONITORS, OPTIMIZERS, RAFDB_VARIANTS, TEXT_ENCODERS,
 )
 from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
 
@@ -223,11 +223,10 @@ class CNNCompareConfig(NotebookConfig):
     run_dir: str = "data/runs/03_cnn_compare/default"
 
 
-@register("04_vlm_prompts")
 @dataclasses.dataclass(frozen=True)
-class VLMPromptsConfig(DataConfig):
-    """One captioner + prompt + text encoder: captions of every image, their emotion votes, and a
-    text-only linear probe on their embeddings (selected on validation, tested once)."""
+class CaptionConfig(DataConfig):
+    """The parameters that say which captions and which text features: captioner, prompt,
+    generation settings, post-processing, text encoder (shared by the prompt and fusion notebooks)."""
 
     captioner: str = "blip2"                        # the original's (model_id); tiny_blip2: random weights
     model_id: str = "Salesforce/blip2-flan-t5-xl"   # captioner blip2: a hub id or a local folder
@@ -246,11 +245,7 @@ class VLMPromptsConfig(DataConfig):
     text_encoder: str = "clip"                      # the original's: CLIPTextModel pooler_output
     text_model_id: str = ""                         # "" = the encoder's default model
     device: str = "auto"
-    probe_cs: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
-    examples_per_class: int = 2
-    n_bootstrap: int = 1000
     cache_dir: str = "data/cache"
-    run_dir: str = "data/runs/04_vlm_prompts/default"
 
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices, "captioner": CAPTIONERS, "text_encoder": TEXT_ENCODERS,
@@ -258,9 +253,22 @@ class VLMPromptsConfig(DataConfig):
     }
     minimums: ClassVar[dict[str, float]] = {
         "simulated_accuracy": 0, "max_new_tokens": 1, "min_new_tokens": 0, "num_beams": 1,
-        "no_repeat_ngram_size": 0, "caption_batch_size": 1, "examples_per_class": 0,
-        "n_bootstrap": 0,
+        "no_repeat_ngram_size": 0, "caption_batch_size": 1,
     }
+
+
+@register("04_vlm_prompts")
+@dataclasses.dataclass(frozen=True)
+class VLMPromptsConfig(CaptionConfig):
+    """One captioner + prompt + text encoder: captions of every image, their emotion votes, and a
+    text-only linear probe on their embeddings (selected on validation, tested once)."""
+
+    probe_cs: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0])
+    examples_per_class: int = 2
+    n_bootstrap: int = 1000
+    run_dir: str = "data/runs/04_vlm_prompts/default"
+
+    minimums: ClassVar[dict[str, float]] = {**CaptionConfig.minimums, "examples_per_class": 0, "n_bootstrap": 0}
 
 
 @register("05_vlm_compare")
@@ -271,3 +279,34 @@ class VLMCompareConfig(NotebookConfig):
     runs_root: str = "data/runs"
     source_notebook: str = "04_vlm_prompts"
     run_dir: str = "data/runs/05_vlm_compare/default"
+
+
+@register("06_fusion")
+@dataclasses.dataclass(frozen=True)
+class FusionConfig(CaptionConfig):
+    """Fusion heads on CNN features + caption embeddings, each against the same head on CNN-only
+    and text-only inputs, with controls and an informativeness sweep (fer_utils.fusion_study)."""
+
+    cnn_bundle: str = ""                 # "": the validation-best CNN bundle trained on this data set
+    heads: list[str] = dataclasses.field(default_factory=lambda: [
+        "mlp1", "mlp2", "mlp3", "mlp1_bn", "mlp1_leaky", "original_attention", "original_self_attention",
+        "original_cross_attention", "token_attention", "gated"])
+    inputs: list[str] = dataclasses.field(default_factory=lambda: ["cnn", "text", "fused"])
+    fusion_norm: str = "concat_l2"       # the original's: concatenate, then L2-normalise each image
+    late_fusion: bool = True             # CNN-only + text-only probabilities, and CNN + the VLM vote
+    controls: list[str] = dataclasses.field(default_factory=lambda: ["shuffled", "constant"])
+    sweep_accuracies: list[float] = dataclasses.field(default_factory=lambda: [0.143, 0.3, 0.5, 0.7, 0.9])
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    epochs: int = 50                     # the original's heads: Adam 1e-3, batch 64, up to 50 epochs,
+    batch_size: int = 64                 # early stopping with patience 5
+    lr: float = 1e-3
+    patience: int = 5
+    monitor: str = "val_macro_f1"
+    n_bootstrap: int = 1000
+    runs_root: str = "data/runs"
+    run_dir: str = "data/runs/06_fusion/default"
+
+    choices: ClassVar[dict[str, tuple]] = {**CaptionConfig.choices, "fusion_norm": FUSION_NORMS,
+                                           "monitor": tuple(MONITORS)}
+    minimums: ClassVar[dict[str, float]] = {**CaptionConfig.minimums, "epochs": 1, "batch_size": 1, "patience": 1,
+                                            "n_bootstrap": 1}

@@ -30,6 +30,13 @@ CAPTIONERS: tuple[str, ...] = ("blip2", "tiny_blip2", "precomputed", "simulated"
 """Caption backends (:func:`fer_utils.vlm.make_captioner`): a BLIP-2 from the Hugging Face cache or a
 local folder; a tiny BLIP-2 with random weights built in code (captions without meaning: tests and
 the offline default); captions read from a file; simulated captions of known accuracy (a control)."""
+FUSION_NORMS: tuple[str, ...] = ("concat_l2", "modality_l2")
+"""How a fused input is normalised (:func:`fer_utils.fusion.fuse`): the original's L2 norm of the
+concatenated vector, or each modality's L2 norm before concatenation."""
+FUSION_INPUTS: tuple[str, ...] = ("cnn", "text", "fused")
+FUSION_CONTROLS: tuple[str, ...] = ("shuffled", "constant")
+"""Controls of the fusion study: captions shuffled across images (pairing broken), and one constant
+caption for every image. A gain from the captions must vanish under both."""
 TEXT_ENCODERS: tuple[str, ...] = ("clip", "open_clip", "minilm", "tiny_clip", "tiny_open_clip")
 """Text encoders (:func:`fer_utils.vlm.encoders.make_encoder`): ``clip`` is transformers'
 CLIPTextModel pooler output (the original's feature), ``open_clip`` open_clip's projected

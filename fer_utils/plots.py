@@ -186,3 +186,52 @@ def prompt_comparison(frame: pd.DataFrame, metrics: tuple[str, ...] = ("vote mac
         ax.axhline(baseline, color="0.3", linestyle="--", linewidth=1, label=f"{baseline_label} ({baseline:.2f})")
         ax.legend(fontsize=8)
     return ax
+
+
+def fusion_gains(comparisons: pd.DataFrame, ax=None, title: str = "Fused minus CNN-only, test macro F1"):
+    """Each fused variant's macro-F1 gain over the CNN-only head with its paired-bootstrap 95 %
+    interval (a ``compare_to_cnn`` table); a line at 0."""
+    frame = comparisons.reset_index(drop=True)
+    labels = [h if v in ("main", "late") else f"{h} ({v})" for v, h in zip(frame["variant"], frame["head"])]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
+    y = np.arange(len(frame))
+    ax.errorbar(frame["gain"], y, xerr=[frame["gain"] - frame["gain_low"], frame["gain_high"] - frame["gain"]],
+                fmt="o", capsize=3)
+    ax.axvline(0, color="0.4", linestyle="--", linewidth=1)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("macro F1 gain (mean over seeds, 95 % interval)")
+    ax.set_title(title)
+    return ax
+
+
+def fusion_sweep(sweep: pd.DataFrame, real_vote_accuracy: float | None = None, ax=None):
+    """The fused head's gain over CNN-only against the simulated captions' vote accuracy, with
+    intervals; a dotted line where the study's captioner's vote accuracy sits."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.errorbar(sweep["vote_accuracy"], sweep["gain"], yerr=[sweep["gain"] - sweep["low"], sweep["high"] - sweep["gain"]],
+                fmt="o-", capsize=3)
+    ax.axhline(0, color="0.4", linestyle="--", linewidth=1)
+    if real_vote_accuracy is not None:
+        ax.axvline(real_vote_accuracy, color="tab:red", linestyle=":", linewidth=1.2,
+                   label=f"the study's captioner ({real_vote_accuracy:.2f})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("caption vote accuracy on test (simulated captions)")
+    ax.set_ylabel("macro F1 gain over CNN-only")
+    ax.set_xlim(0, 1)
+    return ax
+
+
+def class_change(frame: pd.DataFrame, ax=None, title: str = "Per-class F1: fused minus CNN-only"):
+    """Bars of a ``per_class_change`` table's ``change`` column per class."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3))
+    colors = ["tab:green" if v >= 0 else "tab:red" for v in frame["change"]]
+    ax.bar(range(len(frame)), frame["change"], color=colors)
+    ax.set_xticks(range(len(frame)), [class_label(c) for c in frame.index], fontsize=8)
+    ax.axhline(0, color="0.4", linewidth=1)
+    ax.set_ylabel("F1 change")
+    ax.set_title(title)
+    return ax

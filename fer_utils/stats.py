@@ -135,6 +135,40 @@ def paired_bootstrap(y_true, pred_a, pred_b, metric: str | MetricFn = "macro_f1"
     return _percentile_bootstrap(lambda idx: score_a(idx) - score_b(idx), len(y_true), n_boot, alpha, seed)
 
 
+def paired_bootstrap_seeds(y_true, preds_a, preds_b, metric: str | MetricFn = "macro_f1", n_boot: int = 1000,
+                           alpha: float = 0.05, seed: int = 0, num_classes: int | None = None) -> dict:
+    """The mean over seeds of ``metric(A_s) - metric(B_s)`` on the same images, with its paired
+    percentile-bootstrap interval and a two-sided bootstrap p-value.
+
+    ``preds_a`` and ``preds_b`` are lists of prediction vectors, one per seed, paired by position
+    (seed s of A against seed s of B). Each resample draws one set of test images and scores every
+    seed of both models on it, so the interval covers the resampling of images with the seeds'
+    spread averaged in. ``p_value`` is ``2 * min(share of resampled differences <= 0, share >= 0)``
+    (at most 1; at least ``1 / n_boot`` where no resample crosses 0, never an exact 0).
+    Returns ``{"difference", "low", "high", "p_value", "seeds", "n"}``.
+    """
+    preds_a, preds_b = list(preds_a), list(preds_b)
+    if not preds_a or len(preds_a) != len(preds_b):
+        raise ValueError(f"need as many (>0) seeds of A as of B, got {len(preds_a)} and {len(preds_b)}")
+    y_true = np.asarray(y_true).ravel()
+    scorers = [(_metric_on_resamples(metric, *_check_pair(y_true, a), num_classes),
+                _metric_on_resamples(metric, *_check_pair(y_true, b), num_classes)) for a, b in zip(preds_a, preds_b)]
+
+    def difference(idx: np.ndarray) -> np.ndarray:
+        return np.mean([score_a(idx) - score_b(idx) for score_a, score_b in scorers], axis=0)
+
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    point = float(difference(np.arange(len(y_true))[None, :])[0])
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([difference(rng.integers(0, len(y_true), size=(min(_CHUNK, n_boot - done), len(y_true))))
+                             for done in range(0, n_boot, _CHUNK)])
+    low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    p_value = min(1.0, max(2 * min((values <= 0).mean(), (values >= 0).mean()), 1 / n_boot))
+    return {"difference": point, "low": float(low), "high": float(high), "p_value": float(p_value),
+            "seeds": len(preds_a), "n": int(len(y_true))}
+
+
 def mcnemar(y_true, pred_a, pred_b, exact: bool | None = None) -> dict:
     """McNemar's test of two classifiers on the same images.
 

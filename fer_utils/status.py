@@ -20,6 +20,7 @@ STATUS_FILE = Path("book") / "generated" / "status.md"
 """Where :func:`write_status` writes, relative to the project folder (not committed)."""
 BASELINES = "02_cnn_baselines"
 PROMPTS = "04_vlm_prompts"
+FUSION = "06_fusion"
 
 
 def _data_label(records: list[dict]) -> str:
@@ -97,8 +98,8 @@ def findings(runs_root: str | Path) -> str:
     parts.append(f"{len(broken)} run(s) do not beat the majority-class baseline on every score: " + " ".join(broken) if broken
                  else "No model collapsed to one class or stayed at the majority-class baseline.")
     parts.append("Details, intervals and significance tests: *Comparing the CNN baselines*.")
-    captions = caption_findings(runs_root)
-    return " ".join(parts) + (f"\n\n{captions}" if captions else "")
+    more = [text for text in (caption_findings(runs_root), fusion_findings(runs_root)) if text]
+    return " ".join(parts) + "".join(f"\n\n{text}" for text in more)
 
 
 def caption_findings(runs_root: str | Path) -> str:
@@ -127,11 +128,26 @@ def caption_findings(runs_root: str | Path) -> str:
         parts.append(f"The simulated control ({name}: captions naming the true emotion "
                      f"{m['captioner']['identity'].get('accuracy'):.0%} of the time) gives vote accuracy "
                      f"{m['vote']['accuracy']:.3f} and probe macro F1 {m['probe']['macro_f1']:.3f}: the pipeline "
-                     "recovers the signal a caption carries. Whether captions add anything to a CNN is the fusion "
-                     "study's question (planned).")
+                     "recovers the signal a caption carries.")
     if parts:
         parts.append("Details: *Captions and prompts*.")
     return " ".join(parts)
+
+
+def fusion_findings(runs_root: str | Path) -> str:
+    """One paragraph on the fusion study's latest record (empty when there is none)."""
+    from .compare import load_records
+    from .fusion_report import conclusion
+
+    try:
+        _, records = load_records(runs_root, FUSION)
+    except FileNotFoundError:
+        return ""
+    rec = next(iter(records.values()))
+    captioner = rec["metrics"].get("captioner", {})
+    first = conclusion(rec["metrics"], simulated=bool(captioner.get("simulated")),
+                       meaningless=captioner.get("meaningful") is False).split("\n\n")
+    return "**Fusion.** " + " ".join(part.strip() for part in first[:2]) + " Details: *Fusion*."
 
 
 def _markdown_table(table: pd.DataFrame) -> str:

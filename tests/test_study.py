@@ -243,8 +243,10 @@ def test_committed_toc_is_rendered_from_the_manifest():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
     chapters = toc["parts"][0]["chapters"]
     assert chapters[0] == {"file": "book/original_study"}
-    assert chapters[-2]["sections"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
-    assert chapters[-1]["sections"] == [{"glob": "book/experiments/04_vlm_prompts/*"}]
+    sections = {c["file"]: c.get("sections") for c in chapters}
+    assert sections["book/experiments/03_cnn_compare/default"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
+    assert sections["book/experiments/05_vlm_compare/default"] == [{"glob": "book/experiments/04_vlm_prompts/*"}]
+    assert chapters[-1] == {"file": "book/experiments/06_fusion/default"}
 
 
 def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
@@ -420,7 +422,7 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
         mp.setenv(ENV_HOME, str(paths.root))
         res = CliRunner().invoke(main, ["study", "check", "--profile", "quick", "--data", str(synthetic_rafdb)])
     assert res.exit_code == 0, res.output
-    assert "study check passed: 12 run(s) of profile 'quick'" in res.output
+    assert "study check passed: 13 run(s) of profile 'quick'" in res.output
 
 
 def test_pages_show_folders_relative_to_the_project(tmp_path):
