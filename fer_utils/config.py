@@ -295,18 +295,34 @@ class FusionConfig(CaptionConfig):
     fusion_norm: str = "concat_l2"       # the original's: concatenate, then L2-normalise each image
     late_fusion: bool = True             # CNN-only + text-only probabilities, and CNN + the VLM vote
     controls: list[str] = dataclasses.field(default_factory=lambda: ["shuffled", "constant"])
+    second_encoder: str = ""             # "open_clip": the controls gain a CLIP *image* embedding in place
+                                         # of the caption's (captions vs a second pretrained encoder)
     sweep_accuracies: list[float] = dataclasses.field(default_factory=lambda: [0.143, 0.3, 0.5, 0.7, 0.9])
     seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    # Leakage: CNN class probabilities cross-fitted over k folds of the training images against the
+    # same recipe trained on all of them (the original's way); 0 folds: skipped (fer_utils.crossfit)
+    crossfit_folds: int = 3
+    crossfit_model: str = "resnet18"
+    crossfit_image_size: int = 224
+    crossfit_epochs: int = 30
+    crossfit_pretrained: bool = True
+    leakage_accuracy: float = 0.5        # simulated captions fused in the leakage comparison too
+    # The faithful row: a CNN baseline run of the original's protocol (its bundle) and the
+    # original's head training (half data, 10 % validation, val accuracy, last epoch); "" = skip
+    original_cnn_run: str = ""
     epochs: int = 50                     # the original's heads: Adam 1e-3, batch 64, up to 50 epochs,
     batch_size: int = 64                 # early stopping with patience 5
     lr: float = 1e-3
     patience: int = 5
     monitor: str = "val_macro_f1"
     n_bootstrap: int = 1000
+    save_bundle: bool = True             # the validation-best servable fused model, in <run_dir>/bundle
     runs_root: str = "data/runs"
     run_dir: str = "data/runs/06_fusion/default"
 
     choices: ClassVar[dict[str, tuple]] = {**CaptionConfig.choices, "fusion_norm": FUSION_NORMS,
-                                           "monitor": tuple(MONITORS)}
+                                           "monitor": tuple(MONITORS), "crossfit_model": CNN_ARCHITECTURES,
+                                           "second_encoder": ("", "open_clip", "tiny_open_clip")}
     minimums: ClassVar[dict[str, float]] = {**CaptionConfig.minimums, "epochs": 1, "batch_size": 1, "patience": 1,
-                                            "n_bootstrap": 1}
+                                            "n_bootstrap": 1, "crossfit_folds": 0, "crossfit_image_size": 32,
+                                            "crossfit_epochs": 1, "leakage_accuracy": 0}

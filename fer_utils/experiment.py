@@ -23,6 +23,7 @@ from . import repro, runs
 from .data import class_weights, describe_dataset, load_dataset, make_datasets, make_splits
 from .evaluate import evaluate, predict_proba, predictions_frame
 from .models import create_model
+from .options import ORIGINAL_PROTOCOL
 from .predict import save_bundle
 from .preprocessing import Preprocessing
 from .stats import SCORES, bootstrap_ci
@@ -140,6 +141,8 @@ def save_run(cfg, run: TrainedRun) -> tuple[Path, Path | None]:
     bundle = None
     if getattr(cfg, "save_bundle", False):
         scores = {name: run.metrics[name] for name in (*CI_METRICS, "val_macro_f1")}
+        protocol = "original" if all(getattr(cfg, k, None) == v for k, v in ORIGINAL_PROTOCOL.items()) else "corrected"
         bundle = save_bundle(folder / "bundle", run.model, cfg.model, run.preprocessing, metrics=scores,
-                             data=run.data, provenance={"run_dir": str(folder), "notebook": cfg.notebook})
+                             data=run.data, provenance={"run_dir": str(folder), "notebook": cfg.notebook,
+                                                        "protocol": protocol})
     return folder, bundle

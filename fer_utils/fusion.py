@@ -139,8 +139,9 @@ def _datasets(x: np.ndarray, fd: FusionData) -> dict[str, TensorDataset]:
 
 
 def train_head(name: str, x: np.ndarray, fd: FusionData, cnn_dim: int, text_dim: int, seed: int,
-               tcfg: TrainConfig, variant: str = "main", inputs: str = "fused") -> HeadRun:
-    """Train head ``name`` on ``x`` (train split), early-stop and select on val, test once."""
+               tcfg: TrainConfig, variant: str = "main", inputs: str = "fused", return_model: bool = False):
+    """Train head ``name`` on ``x`` (train split), early-stop and select on val, test once; a
+    :class:`HeadRun` (and, with ``return_model``, ``(model, run)``)."""
     from fer_utils.experiment import fit_and_score
     from fer_utils.models.fusion import create_head
 
@@ -154,8 +155,9 @@ def train_head(name: str, x: np.ndarray, fd: FusionData, cnn_dim: int, text_dim:
     seconds = time.perf_counter() - start
     proba = run.predictions[[f"p_{c}" for c in EMOTIONS]].to_numpy()
     val_proba = predict_proba(model, sets["val"], batch_size=tcfg.batch_size, device=tcfg.device)
-    return HeadRun(variant, name, inputs, seed, run.metrics["val_macro_f1"], run.metrics,
-                   proba.argmax(1), proba, val_proba, run.metrics["epochs_run"], seconds)
+    result = HeadRun(variant, name, inputs, seed, run.metrics["val_macro_f1"], run.metrics,
+                     proba.argmax(1), proba, val_proba, run.metrics["epochs_run"], seconds)
+    return (model, result) if return_model else result
 
 
 def head_inputs(name: str, wanted: Sequence[str]) -> list[str]:
@@ -192,27 +194,38 @@ def vote_proba(votes: Sequence, epsilon: float = 0.1) -> np.ndarray:
     return out
 
 
+def reference_variant(variant: str) -> str:
+    """The variant whose CNN-only runs a fused variant is compared with: its own CNN input for the
+    leakage variants (``leakage:<source>/<text>`` against ``leakage:<source>``), else the main grid."""
+    if variant.startswith("leakage:"):
+        return variant.split("/", 1)[0]
+    if variant == "original":
+        return "original"
+    return "main"
+
+
 def compare_to_cnn(runs: Sequence[HeadRun], fd: FusionData, fallback: str = "mlp1", n_bootstrap: int = 1000,
                    seed: int = 0) -> pd.DataFrame:
     """Each (variant, head) of the fused ``runs`` against the same head trained on CNN features
-    alone (``main`` variant, same seed, same test images); a head that needs both modalities, or
-    late fusion, against the ``fallback`` head's CNN-only run. Mean difference in macro F1 (and
+    alone (of the :func:`reference_variant`, same seed, same test images); a head that needs both
+    modalities, or late fusion, against the ``fallback`` head's CNN-only run. Mean difference in macro F1 (and
     weighted F1, accuracy) over the seeds with its paired-bootstrap 95 % interval and p-value,
     Holm-adjusted over the rows of each variant family (main heads, late fusion, controls, sweep);
     McNemar on the first seed."""
     y_test = fd.labels[fd.split("test")]
-    cnn_only = {(r.head, r.seed): r for r in runs if r.variant == "main" and r.inputs == "cnn"}
+    cnn_only = {(r.variant, r.head, r.seed): r for r in runs if r.inputs == "cnn"}
     groups: dict[tuple[str, str], list[HeadRun]] = {}
     for run in runs:
         if run.inputs == "fused":
             groups.setdefault((run.variant, run.head), []).append(run)
     rows = []
     for (variant, head), group in groups.items():
-        reference = head if any(h == head for h, _ in cnn_only) else fallback
-        group = sorted((r for r in group if (reference, r.seed) in cnn_only), key=lambda r: r.seed)
+        base = reference_variant(variant)
+        reference = head if any((v, h) == (base, head) for v, h, _ in cnn_only) else fallback
+        group = sorted((r for r in group if (base, reference, r.seed) in cnn_only), key=lambda r: r.seed)
         if not group:
             continue
-        refs = [cnn_only[(reference, r.seed)] for r in group]
+        refs = [cnn_only[(base, reference, r.seed)] for r in group]
         row = {"variant": variant, "head": head, "reference": reference, "seeds": len(group),
                "val_macro_f1": float(np.mean([r.val_macro_f1 for r in group])),
                "macro_f1": float(np.mean([r.metrics["macro_f1"] for r in group])),
@@ -239,4 +252,4 @@ def compare_to_cnn(runs: Sequence[HeadRun], fd: FusionData, fallback: str = "mlp
 
 
 __all__ = ["CONSTANT_CAPTION", "FusionData", "HeadRun", "align", "compare_to_cnn", "fuse", "head_inputs", "l2",
-           "late_fusion", "train_head", "vote_proba"]
+           "late_fusion", "reference_variant", "train_head", "vote_proba"]

@@ -18,6 +18,14 @@ import pandas as pd
 from fer_utils.labels import EMOTIONS
 
 ALPHA = 0.05
+ORIGINAL_RESULTS = {
+    "cnn_own": {"accuracy": 0.7697, "weighted_f1": 0.7666, "macro_f1": 0.6667},
+    "mlp1": {"accuracy": 0.8226, "weighted_f1": 0.8220, "macro_f1": 0.7440},
+    "original_attention": {"accuracy": 0.8226, "weighted_f1": 0.8224, "macro_f1": 0.7392},
+}
+"""The original's numbers on its 1,533-image half test set, re-read from its notebooks' outputs
+(REFERENCE.md §1): DenseNet121's own classifier, the 1-layer MLP on the fused vector, and "MLP +
+Attention" (the head that ignores the caption)."""
 SCORES = ("val_macro_f1", "macro_f1", "weighted_f1", "accuracy")
 
 
@@ -81,6 +89,92 @@ def gains_table(metrics: Mapping, family: str | None = None) -> pd.DataFrame:
     return out.set_index("head")
 
 
+def leakage_table(metrics: Mapping) -> pd.DataFrame:
+    """Per CNN source (leaky: trained on the training images; cross-fitted: out of fold): its accuracy
+    on the training images the head learns from and on the test images, and the CNN-only head's
+    test macro F1 (mean over seeds)."""
+    leakage = metrics.get("leakage")
+    if not leakage:
+        return pd.DataFrame()
+    runs = pd.DataFrame(metrics["runs"])
+    rows = []
+    for source, scores in leakage["cnn"].items():
+        own = runs[(runs["variant"] == f"leakage:{source}") & (runs["inputs"] == "cnn")]
+        rows.append({"CNN probabilities": source, "CNN accuracy on train images": f"{scores['train accuracy']:.3f}",
+                     "on test images": f"{scores['test accuracy']:.3f}",
+                     "CNN-only head macro F1": _pm(own["macro_f1"])})
+    return pd.DataFrame(rows).set_index("CNN probabilities")
+
+
+def leakage_text(metrics: Mapping) -> str:
+    """What the leakage comparison says (Markdown), or nothing when it was not run."""
+    leakage = metrics.get("leakage")
+    if not leakage:
+        return ""
+    table = pd.DataFrame(metrics["comparisons"])
+    table = table[table["variant"].str.startswith("leakage:")]
+    if table.empty:
+        return ""
+    gains = {v.split(":", 1)[1]: r for v, r in zip(table["variant"], table.to_dict(orient="records"))}
+    cnn = leakage["cnn"]
+    parts = [f"The leaky CNN is right on {cnn['leaky']['train accuracy']:.0%} of the training images the head learns "
+             f"from but on {cnn['leaky']['test accuracy']:.0%} of the test images; out of fold, its training-image "
+             f"accuracy ({cnn['cross-fitted']['train accuracy']:.0%}) is what a head meets at test time."]
+    for text in sorted({k.split("/", 1)[1] for k in gains}):
+        leaky, crossed = gains.get(f"leaky/{text}"), gains.get(f"cross-fitted/{text}")
+        if leaky and crossed:
+            parts.append(f"Fused with {text}, the head gains {leaky['gain']:+.3f} [{leaky['gain_low']:+.3f}, "
+                         f"{leaky['gain_high']:+.3f}] over its CNN-only twin on leaky CNN inputs and "
+                         f"{crossed['gain']:+.3f} [{crossed['gain_low']:+.3f}, {crossed['gain_high']:+.3f}] on "
+                         "cross-fitted ones.")
+    return " ".join(parts) + "\n"
+
+
+BLIND_HEADS = ("original_attention", "original_cross_attention")
+"""The original heads whose output does not depend on the caption (their attention weight is always 1
+and their value comes from the CNN half)."""
+
+
+def faithful_table(metrics: Mapping) -> pd.DataFrame:
+    """The faithful-reproduction row: ours under the original's protocol (mean ± std over seeds)
+    beside the original's reported numbers, each cell "ours / original"."""
+    faithful = metrics.get("faithful")
+    if not faithful:
+        return pd.DataFrame()
+    runs = pd.DataFrame(faithful["runs"])
+    rows = []
+    own = faithful["cnn_own_classifier"]
+    rows.append(("the CNN's own classifier", {k: f"{own[k]:.3f}" for k in ("accuracy", "weighted_f1", "macro_f1")},
+                 ORIGINAL_RESULTS["cnn_own"]))
+    for head, inputs, label in (("mlp1", "cnn", "1-layer MLP on CNN features"), ("mlp1", "fused", "1-layer MLP, fused"),
+                                ("original_attention", "fused", '"MLP + Attention", fused')):
+        group = runs[(runs["head"] == head) & (runs["inputs"] == inputs)]
+        original = ORIGINAL_RESULTS.get(head) if inputs == "fused" else None
+        rows.append((label, {k: _pm(group[k]) for k in ("accuracy", "weighted_f1", "macro_f1")}, original))
+    names = {"accuracy": "accuracy", "weighted_f1": 'weighted F1 (the original\'s "F1")', "macro_f1": "macro F1"}
+    out = pd.DataFrame([{"": label, **{f"{names[k]} (ours / original)": f"{ours[k]} / " + (f"{original[k]:.3f}" if original else "—")
+                                       for k in names}} for label, ours, original in rows])
+    return out.set_index("")
+
+
+def faithful_text(metrics: Mapping) -> str:
+    faithful = metrics.get("faithful")
+    if not faithful:
+        return ""
+    table = pd.DataFrame(faithful["comparisons"])
+    parts = [f"Under the original's protocol ({faithful['model']} trained on half of the data, its heads trained its "
+             f"way; {faithful['n_test']} test images), the original's comparison, a fused head against the CNN's own "
+             f"classifier (macro F1 {faithful['cnn_own_classifier']['macro_f1']:.3f}), mixes two changes: a new head "
+             "and the captions."]
+    for _, row in table.iterrows():
+        blind = row["head"] in BLIND_HEADS
+        parts.append(f"{row['head']} fused against the same budget on CNN features alone ({row['reference']}): "
+                     f"{row['gain']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}] macro F1"
+                     + (" — this head cannot see the caption, so that difference is the head's, not the captions'."
+                        if blind else "."))
+    return " ".join(parts) + "\n"
+
+
 def significant(row: Mapping) -> bool:
     return row["p_holm"] <= ALPHA and (row["gain_low"] > 0 or row["gain_high"] < 0)
 
@@ -132,6 +226,8 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
     table = pd.DataFrame(metrics["comparisons"])
     main = table[table["variant"].isin(["main", "late"])]
     best = metrics["best_head"]
+    text_only = pd.DataFrame(metrics.get("runs") or [], columns=["variant", "inputs", "macro_f1"])
+    text_only = text_only[(text_only["variant"] == "main") & (text_only["inputs"] == "text")]
     parts = []
     best_rows = main[main["head"] == best]
     if not best_rows.empty:
@@ -170,14 +266,20 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
         parts.append(f"The original compared its fused head with the CNN's own classifier (here {own['macro_f1']:.3f} "
                      "macro F1), not with a new head on the same CNN features: that comparison mixes the head's "
                      "effect with the captions'.")
+    leak = leakage_text(metrics)
+    if leak:
+        parts.append(leak.strip())
     if meaningless:
         parts.append("The captions here come from a tiny BLIP-2 with random weights: they describe nothing, so the "
                      "main grid can only show the machinery and the size of noise; the sweep is where the captions "
-                     "carry a known signal.")
+                     "carry a known signal."
+                     + (f" The text-only heads score macro F1 {text_only['macro_f1'].min():.3f} to "
+                        f"{text_only['macro_f1'].max():.3f}: at or near always predicting the majority class, which "
+                        "is what text without meaning allows." if not text_only.empty else ""))
     if simulated:
         parts.append("The captions here are simulated (a control of known accuracy), not written by a model.")
     return "\n\n".join(parts) + "\n"
 
 
-__all__ = ["conclusion", "gains_table", "heads_table", "per_class_change", "significant", "sweep_display",
+__all__ = ["ORIGINAL_RESULTS", "conclusion", "faithful_table", "faithful_text", "gains_table", "heads_table", "leakage_table", "leakage_text", "per_class_change", "significant", "sweep_display",
            "sweep_table"]

@@ -64,7 +64,7 @@ def cnn_bundle_of(cfg, data: dict) -> Path:
 
     if cfg.cnn_bundle:
         return Path(cfg.cnn_bundle)
-    return Path(choose_bundle(cfg.runs_root, data["fingerprint"])["path"])
+    return Path(choose_bundle(cfg.runs_root, data["fingerprint"], kind="cnn")["path"])
 
 
 @dataclasses.dataclass
@@ -130,10 +130,7 @@ def _mean_val(runs: list[HeadRun], variant: str, head: str, inputs: str = "fused
 
 def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, echo=print) -> FusionRun:
     """Every head on every input and seed, late fusion, the controls and the sweep (see module)."""
-    from fer_utils.vlm.pipeline import caption_index, embed_texts
-    from fer_utils.vlm.simple import SimulatedCaptioner
-    from fer_utils.vlm.base import GenerationSettings
-    from fer_utils.vlm.postprocess import vote_scores
+    from fer_utils.vlm.pipeline import embed_texts
 
     check_config(cfg)
     repro.seed_everything(cfg.seed)
@@ -144,8 +141,10 @@ def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, 
     tcfg = _tcfg(cfg)
     runs: list[HeadRun] = []
 
-    def train(name, x, variant, which, seed):
-        run = train_head(name, x, fd, *dims[which], seed, tcfg, variant=variant, inputs=which)
+    def train(name, x, variant, which, seed, text_dim=None):
+        cnn_d, text_d = dims[which]
+        run = train_head(name, x, fd, cnn_d, text_d if text_dim is None else text_dim, seed, tcfg, variant=variant,
+                         inputs=which)
         runs.append(run)
         return run
 
@@ -182,19 +181,120 @@ def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, 
                 constant, _ = embed_texts([CONSTANT_CAPTION], inputs.encoder, cfg.cache_dir)
                 text = np.repeat(constant, len(fd.text), axis=0)
             train(trainable_best, fuse(fd.cnn, text, "fused", cfg.fusion_norm), f"control:{control}", "fused", seed)
+    if cfg.second_encoder:   # a second pretrained encoder in place of the captions
+        from fer_utils.vlm.image_encoders import embed_images, make_image_encoder
+
+        image = make_image_encoder(cfg.second_encoder, device="cpu" if cfg.device == "auto" else cfg.device)
+        embedded, _ = embed_images(fd.index, image, cfg.cache_dir, progress=progress)
+        for seed in cfg.seeds:
+            train(trainable_best, fuse(fd.cnn, embedded, "fused", cfg.fusion_norm), "control:image_encoder", "fused",
+                  seed, text_dim=embedded.shape[1])
     sweep = []
     for p in cfg.sweep_accuracies:
-        simulated = SimulatedCaptioner(p, seed=cfg.seed)
-        table = caption_index(fd.index, simulated, "", GenerationSettings(), None).table
-        text, _ = embed_texts(table["caption"], inputs.encoder, cfg.cache_dir)
-        votes = [None if pd.isna(v) else int(v) for v in table["vote"].to_numpy(dtype=object)[fd.split("test")]]
-        vote_accuracy = vote_scores(votes, fd.labels[fd.split("test")])["accuracy"]
-        sweep.append({"p": p, "vote_accuracy": vote_accuracy})
+        text, vote_acc = simulated_text(fd, inputs.encoder, p, cfg.seed, cfg.cache_dir)
+        sweep.append({"p": p, "vote_accuracy": vote_acc})
         for seed in cfg.seeds:
             train(trainable_best, fuse(fd.cnn, text, "fused", cfg.fusion_norm), f"sweep:p={p:g}", "fused", seed)
+    faithful = run_faithful(cfg, inputs) if cfg.original_cnn_run else None
+    leakage = None
+    if cfg.crossfit_folds:
+        leakage = run_leakage(cfg, inputs, tcfg, runs)
+        echo(f"leakage: {cfg.crossfit_folds} folds + the leaky CNN trained in {leakage['seconds']:.0f} s")
     comparisons = compare_to_cnn(runs, fd, REFERENCE_HEAD, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     metrics = summarize(cfg, inputs, runs, comparisons, best, trainable_best, sweep)
+    metrics["leakage"] = leakage
+    metrics["faithful"] = faithful
     return FusionRun(runs, comparisons, best, metrics)
+
+
+ORIGINAL_HEADS = ("mlp1", "original_attention")
+"""The original's two headline heads: the 1-layer MLP on the fused vector and "MLP + Attention"."""
+
+
+def run_faithful(cfg, inputs: FusionInputs) -> dict:
+    """The faithful-reproduction row: features of a CNN trained under the original's protocol (the
+    02 run ``cfg.original_cnn_run``'s bundle) on its half of the data, the original's two headline
+    heads trained its way (10 % validation split, Adam 1e-3, batch 64, up to 50 epochs, early
+    stopping on validation accuracy with patience 5, last epoch's weights), each seed compared with
+    the same head on CNN features alone and with the CNN's own classifier, on the half test set."""
+    import torch
+
+    from fer_utils.evaluate import evaluate
+    from fer_utils.features import extract_features
+    from fer_utils.options import ORIGINAL_PROTOCOL
+    from fer_utils.predict import Predictor
+
+    cfg_o = dataclasses.replace(cfg, subset=ORIGINAL_PROTOCOL["subset"], val_fraction=ORIGINAL_PROTOCOL["val_fraction"])
+    index, data = load_data(cfg_o)
+    bundle = Path(cfg.runs_root) / "02_cnn_baselines" / cfg.original_cnn_run / "bundle"
+    predictor = Predictor.from_bundle(bundle, device="cpu" if cfg.device == "auto" else cfg.device)
+    protocol = (predictor.manifest.get("provenance") or {}).get("protocol")
+    if protocol != "original":
+        raise ConfigError(f"06_fusion: original_cnn_run {cfg.original_cnn_run!r}: {bundle} was not trained under the "
+                          f"original study's protocol (its bundle says {protocol!r})")
+    ids, cnn = extract_features(predictor.model, index, predictor.preprocessing, num_workers=0,
+                                device=str(predictor.device), cache_dir=cfg.cache_dir)
+    cnn = align(index, ids, cnn, f"CNN features of {bundle}")
+    text = align(index, inputs.fd.index["id"], inputs.fd.text, "caption embeddings")
+    test = (index["split"] == "test").to_numpy()
+    with torch.inference_mode():
+        own = torch.softmax(predictor.model.head(torch.as_tensor(cnn[test])).float(), dim=1).numpy()
+    fd = FusionData(index.reset_index(drop=True), cnn, text, data, own)
+    tcfg = TrainConfig(batch_size=64, lr=1e-3, epochs=50, patience=5, monitor=ORIGINAL_PROTOCOL["monitor"],
+                       restore_best=ORIGINAL_PROTOCOL["restore_best"], amp=False,
+                       device="cpu" if cfg.device == "auto" else cfg.device)
+    runs = []
+    for seed in cfg.seeds:
+        runs.append(train_head("mlp1", fuse(cnn, None, "cnn"), fd, cnn.shape[1], 0, seed, tcfg, "original", "cnn"))
+        for head in ORIGINAL_HEADS:
+            runs.append(train_head(head, fuse(cnn, text, "fused", cfg.fusion_norm), fd, cnn.shape[1], text.shape[1],
+                                   seed, tcfg, "original", "fused"))
+    comparisons = compare_to_cnn(runs, fd, REFERENCE_HEAD, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    return {"cnn_run": cfg.original_cnn_run, "model": predictor.manifest.get("architecture"),
+            "n_test": int(test.sum()), "cnn_own_classifier": evaluate(fd.labels[test], own),
+            "runs": results_table(runs).to_dict(orient="records"),
+            "comparisons": comparisons.to_dict(orient="records")}
+
+
+def simulated_text(fd: FusionData, encoder, accuracy: float, seed: int, cache_dir) -> tuple[np.ndarray, float]:
+    """Embeddings of simulated captions of ``accuracy`` for every image, and their vote accuracy on test."""
+    from fer_utils.vlm.base import GenerationSettings
+    from fer_utils.vlm.pipeline import caption_index, embed_texts
+    from fer_utils.vlm.postprocess import vote_scores
+    from fer_utils.vlm.simple import SimulatedCaptioner
+
+    table = caption_index(fd.index, SimulatedCaptioner(accuracy, seed=seed), "", GenerationSettings(), None).table
+    text, _ = embed_texts(table["caption"], encoder, cache_dir)
+    votes = [None if pd.isna(v) else int(v) for v in table["vote"].to_numpy(dtype=object)[fd.split("test")]]
+    return text, vote_scores(votes, fd.labels[fd.split("test")])["accuracy"]
+
+
+def run_leakage(cfg, inputs: FusionInputs, tcfg: TrainConfig, runs: list[HeadRun]) -> dict:
+    """The leakage comparison (:mod:`fer_utils.crossfit`): the reference head on leaky and on
+    cross-fitted CNN probabilities, alone and fused with the study's captions and with simulated
+    captions of ``cfg.leakage_accuracy``; appends the runs, returns what was done."""
+    from fer_utils.crossfit import CNNRecipe, crossfit_probabilities
+
+    fd = inputs.fd
+    recipe = CNNRecipe(model=cfg.crossfit_model, image_size=cfg.crossfit_image_size, epochs=cfg.crossfit_epochs,
+                       pretrained=cfg.crossfit_pretrained)
+    cf = crossfit_probabilities(fd.index, recipe, cfg.crossfit_folds, cfg.seed)
+    simulated, vote_acc = simulated_text(fd, inputs.encoder, cfg.leakage_accuracy, cfg.seed, cfg.cache_dir)
+    texts = {"study captions": fd.text, f"simulated p={cfg.leakage_accuracy:g}": simulated}
+    for source, proba in (("leaky", cf.leaky), ("cross-fitted", cf.oof)):
+        for seed in cfg.seeds:
+            runs.append(train_head(REFERENCE_HEAD, fuse(proba, None, "cnn"), fd, NUM_CLASSES, 0, seed, tcfg,
+                                   variant=f"leakage:{source}", inputs="cnn"))
+            for name, text in texts.items():
+                runs.append(train_head(REFERENCE_HEAD, fuse(proba, text, "fused", cfg.fusion_norm), fd, NUM_CLASSES,
+                                       text.shape[1], seed, tcfg, variant=f"leakage:{source}/{name}", inputs="fused"))
+    train = fd.split("train")
+    y = fd.labels
+    confidence = {source: {"train accuracy": float((proba[train].argmax(1) == y[train]).mean()),
+                           "test accuracy": float((proba[fd.split("test")].argmax(1) == y[fd.split("test")]).mean())}
+                  for source, proba in (("leaky", cf.leaky), ("cross-fitted", cf.oof))}
+    return {"folds": cf.folds, "recipe": dataclasses.asdict(recipe), "seconds": cf.seconds,
+            "simulated_vote_accuracy": vote_acc, "cnn": confidence}
 
 
 def attention_check(inputs: FusionInputs, cfg, seed: int = 0) -> pd.DataFrame:
@@ -270,9 +370,46 @@ def predictions_long(runs: list[HeadRun], fd: FusionData) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def save_fusion_run(cfg, inputs: FusionInputs, run: FusionRun) -> Path:
-    return Path(record(cfg, run.metrics, inputs.fd.data, predictions=predictions_long(run.runs, inputs.fd)))
+def export_bundle(cfg, inputs: FusionInputs, run: FusionRun) -> Path | None:
+    """The validation-best servable fused model as a bundle in ``<run_dir>/bundle`` (None when the
+    captions cannot be made for a new image: simulated or precomputed captions).
+
+    The head is the best trainable fused head of the main grid and the seed its best on validation;
+    it is trained again (same seed, same data: the same weights) rather than kept from the grid."""
+    from fer_utils.fused_bundle import is_servable_captioner, save_fused_bundle
+    from fer_utils.vlm.experiment import settings_of
+    from fer_utils.vlm.prompts import resolve_prompt
+
+    if not is_servable_captioner(cfg.captioner):
+        return None
+    head = run.metrics["controls_and_sweep_head"]
+    candidates = [r for r in run.runs if (r.variant, r.head, r.inputs) == ("main", head, "fused")]
+    best = max(candidates, key=lambda r: (r.val_macro_f1, -r.seed))
+    fd = inputs.fd
+    cnn_dim, text_dim = fd.cnn.shape[1], fd.text.shape[1]
+    model, again = train_head(head, fuse(fd.cnn, fd.text, "fused", cfg.fusion_norm), fd, cnn_dim, text_dim,
+                              best.seed, _tcfg(cfg), return_model=True)
+    captioner = {"name": cfg.captioner, "model_id": cfg.model_id if cfg.captioner == "blip2" else "",
+                 "revision": cfg.revision, "seed": cfg.seed, "dtype": cfg.dtype,
+                 "identity": inputs.captioner["identity"]}
+    encoder = {"name": cfg.text_encoder, **({"model_id": cfg.text_model_id} if cfg.text_model_id else {}),
+               "identity": inputs.encoder.identity}
+    metrics = {"val_macro_f1": again.val_macro_f1, "seed": best.seed,
+               **{k: again.metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1")}}
+    return save_fused_bundle(Path(cfg.run_dir) / "bundle", cnn_bundle=inputs.bundle["path"], captioner=captioner,
+                             prompt=resolve_prompt(cfg.prompt)[1], settings=settings_of(cfg),
+                             postprocess=cfg.postprocess, encoder=encoder, head_name=head, head=model,
+                             cnn_dim=cnn_dim, text_dim=text_dim, fusion_norm=cfg.fusion_norm, metrics=metrics,
+                             data=fd.data)
 
 
-__all__ = ["FusionInputs", "FusionRun", "REFERENCE_HEAD", "attention_check", "check_config", "cnn_bundle_of", "load_inputs",
+def save_fusion_run(cfg, inputs: FusionInputs, run: FusionRun) -> tuple[Path, Path | None]:
+    """The run record (``predictions.csv`` in long form) and, when ``cfg.save_bundle`` and the
+    captions are servable, the fused model bundle inside it. Returns ``(record, bundle or None)``."""
+    folder = Path(record(cfg, run.metrics, inputs.fd.data, predictions=predictions_long(run.runs, inputs.fd)))
+    bundle = export_bundle(cfg, inputs, run) if cfg.save_bundle else None
+    return folder, bundle
+
+
+__all__ = ["FusionInputs", "FusionRun", "REFERENCE_HEAD", "attention_check", "check_config", "cnn_bundle_of", "export_bundle", "load_inputs",
            "predictions_long", "results_table", "run_fusion", "save_fusion_run", "summarize", "vote_accuracy"]

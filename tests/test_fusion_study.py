@@ -113,3 +113,38 @@ def test_the_fusion_config_checks_list_parameters():
         check_config(FusionConfig(controls=["reversed"]))
     with pytest.raises(ConfigError, match=r"sweep accuracy 1\.5"):
         check_config(FusionConfig(sweep_accuracies=[1.5]))
+
+
+def test_crossfit_gives_every_training_image_a_cnn_that_never_saw_it(synthetic_rafdb, monkeypatch, one_torch_thread):
+    from fer_utils import crossfit
+    from fer_utils.data import load_dataset, make_splits
+
+    index = make_splits(load_dataset(synthetic_rafdb), val_fraction=0.2, seed=42).reset_index(drop=True)
+    trained_on: list[set] = []
+    real_train = crossfit._train
+
+    def recording(recipe, rows, seed):            # the real training, with a note of what each CNN saw
+        trained_on.append(set(rows.loc[rows["split"] == "train", "id"]))
+        return real_train(recipe, rows, seed)
+
+    real_proba = crossfit._proba_all
+    answered: list[list[str]] = []
+
+    def answering(model, prep, rows):
+        answered.append(list(rows["id"]))
+        return real_proba(model, prep, rows)
+
+    monkeypatch.setattr(crossfit, "_train", recording)
+    monkeypatch.setattr(crossfit, "_proba_all", answering)
+    recipe = crossfit.CNNRecipe(image_size=32, epochs=1, batch_size=16)
+    cf = crossfit.crossfit_probabilities(index, recipe, folds=2, seed=0)
+    train_ids = set(index.loc[index["split"] == "train", "id"])
+    assert len(trained_on) == 3 and trained_on[2] == train_ids          # 2 fold CNNs, then the leaky one
+    for seen, asked in zip(trained_on[:2], answered[:2]):
+        held = [i for i in asked if i in train_ids]
+        assert held and not seen & set(held)                            # out of fold: never trained on them
+    assert set().union(*(set(a) & train_ids for a in answered[:2])) == train_ids
+    assert cf.oof.shape == cf.leaky.shape == (len(index), 7)
+    assert np.allclose(cf.oof.sum(1), 1, atol=1e-5) and np.allclose(cf.leaky.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        crossfit.crossfit_probabilities(index, recipe, folds=1)

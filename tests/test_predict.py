@@ -301,3 +301,15 @@ def test_predict_labeled_can_report_bad_images_and_answer_the_rest(bundle, tmp_p
         predictor.predict_labeled(mixed)
     with pytest.raises(ValueError, match="on_error must be 'raise' or 'report'"):
         predictor.predict_labeled(images, on_error="skip")
+
+
+def test_bundles_of_the_original_protocol_are_never_chosen_automatically(tmp_path, model):
+    corrected = save_bundle(tmp_path / "runs" / "a" / "bundle", model, "resnet18", PREPROCESSING,
+                            metrics={"val_macro_f1": 0.4}, data=DATA, provenance={"protocol": "corrected"})
+    save_bundle(tmp_path / "runs" / "b-original" / "bundle", model, "resnet18", PREPROCESSING,
+                metrics={"val_macro_f1": 0.9}, data=DATA, provenance={"protocol": "original"})
+    servable, skipped = list_bundles(tmp_path / "runs")
+    assert [s["path"] for s in servable] == [str(corrected)]
+    assert len(skipped) == 1 and "original study's protocol" in skipped[0] and "b-original" in skipped[0]
+    assert choose_bundle(tmp_path / "runs", DATA["fingerprint"])["path"] == str(corrected)
+    assert Predictor.from_bundle(tmp_path / "runs" / "b-original" / "bundle").manifest["provenance"]["protocol"] == "original"

@@ -143,3 +143,14 @@ def test_holm_step_down_hand_computed():
     assert holm([0.04]) == pytest.approx([0.04]) and len(holm([])) == 0  # one test: unchanged
     with pytest.raises(ValueError, match="p-values"):
         holm([0.1, 1.5])
+
+
+def test_macro_f1_equals_evaluate_on_random_and_degenerate_predictions():
+    from fer_utils.evaluate import evaluate
+    from fer_utils.stats import macro_f1
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        y = rng.integers(0, 7, rng.integers(1, 60))
+        pred = rng.integers(0, 7, len(y)) if rng.random() < 0.7 else np.full(len(y), rng.integers(0, 7))
+        assert macro_f1(y, pred, 7) == evaluate(y, pred)["macro_f1"]

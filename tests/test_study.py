@@ -411,6 +411,11 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     assert "densenet121" in compare and "accuracy (ours / original)" in compare
     visible = html_lib.unescape(re.sub(r"<[^>]+>", " ", compare))   # the page's text, entities decoded
     assert "The faithful reproduction" in visible and "ours, the original's protocol" in visible
+    fusion = html_lib.unescape(re.sub(r"<[^>]+>", " ", (html / "book" / "experiments" / "06_fusion" / "default.html")
+                                      .read_text(encoding="utf-8")))
+    assert "cannot attend" in fusion and "Leakage" in fusion and "What the numbers say" in fusion
+    bundle = paths.runs / "06_fusion" / "default" / "bundle"          # the servable fused model
+    assert json.loads((bundle / "bundle.json").read_text())["kind"] == "fused"
     # the introduction's status section is written from the run records at build time
     status = (paths.root / "book" / "generated" / "status.md").read_text(encoding="utf-8")
     assert "| CNN baselines | measured | 6 |" in status and "| planned |" in status

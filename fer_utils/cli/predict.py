@@ -21,14 +21,17 @@ def printable(text: str) -> str:
 @click.command("predict")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="Model bundle folder. Default: the bundle with the best validation macro F1 among those "
-                   "trained on the data set of --data.")
+              help="Model bundle folder (CNN or fused). Default: the bundle with the best validation macro F1 "
+                   "among those trained on the data set of --data.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Without --bundle: serve a model trained on this data set (default: the project's "
                    "data/synthetic).")
 @click.option("--device", default="cpu", show_default=True)
 def predict_cmd(images, bundle, data_path, device):
     """Predict the expression of each image; JSON on stdout (the bundle used, one object per image).
+
+    A fused bundle (CNN + captioner + text encoder + head) also gives each image's "caption" (the
+    text its head read) and "vote" (the emotion the caption names, or null).
 
     An image that cannot be used (missing, corrupt, unsupported) gets {"image", "error"} and the
     others are still answered. Warnings (e.g. a tiny image) go to stderr. Exit status: 0 all

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from fer_utils.errors import ConfigError
 
@@ -75,6 +75,13 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
     """A DataLoader set up for ``device``: seeded shuffling, seeded workers, persistent workers, pinning."""
     workers = default_num_workers(device) if num_workers == "auto" else int(num_workers)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if isinstance(dataset, TensorDataset) and workers == 0:
+        # Cached arrays: fetch each batch with one tensor index instead of one __getitem__ per
+        # sample and a collate (fusion heads trained 2-3x faster). The sampler is the one the
+        # plain path builds, drawing from the same generator, so the batches are identical.
+        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None,
+                          generator=generator, pin_memory=device.type == "cuda")
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
         num_workers=workers, worker_init_fn=_seed_worker if workers else None,

@@ -1,0 +1,328 @@
+"""Image encoders: face images to vectors, for the fusion study's *second-encoder control*.
+
+The fusion heads combine the CNN's face features with a caption embedding. To tell "captions help"
+apart from "a second pretrained encoder helps", the same heads are trained with a CLIP *image*
+embedding of the same face in place of the caption embedding. This module makes those vectors:
+
+=================  ========================================  =====  ==========================================
+name               class / factory                           dim    output
+=================  ========================================  =====  ==========================================
+``open_clip``      :class:`OpenCLIPImageEncoder`             768    ``encode_image`` of CLIP ViT-L/14 (openai)
+``tiny_open_clip`` :func:`tiny_open_clip_image_encoder`      16     ``encode_image`` of a random tiny open_clip
+=================  ========================================  =====  ==========================================
+
+``encode_image`` is the *projected* image embedding: the pooled vision-tower state multiplied by
+the visual projection, the vector CLIP compares with ``encode_text`` (768-d for ViT-L/14). Images
+go through open_clip's own evaluation transform for the model and pretrained tag (resize,
+centre crop, the tag's mean and std), the ``preprocess`` that ``create_model_and_transforms``
+returns for inference.
+
+Loading follows :class:`~fer_utils.vlm.encoders.OpenCLIPTextEncoder` and reuses its helpers:
+weights are looked up in the local cache only (``download=True`` lets open_clip fetch them), a
+missing checkpoint raises :class:`~fer_utils.errors.WeightsNotFoundError` at once naming the
+model, the tag and the command that fetches it, and random weights are used only when
+``pretrained=None`` is passed explicitly (the tiny encoder). The text tower is dropped after
+loading (``encode_image`` never uses it; ~0.5 GB for ViT-L/14).
+
+:func:`embed_images` embeds a data index through the project's cache (namespace
+``image-embeddings``), one entry per image keyed by its content hash and the encoder's identity.
+open_clip is imported inside the functions, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from fer_utils.cache import Cache
+from fer_utils.data.fingerprint import image_hashes
+from fer_utils.errors import ConfigError, WeightsNotFoundError
+from fer_utils.models.runtime import resolve_device, weights_sha256
+from fer_utils.vlm import encoders as _text
+from fer_utils.vlm import pipeline as _pipeline
+from fer_utils.vlm.base import face_images
+from fer_utils.vlm.encoders import register_tiny_open_clip
+from fer_utils.vlm.pipeline import Throughput
+
+IMAGE_EMBEDDING_NAMESPACE = "image-embeddings"
+IMAGE_EMBEDDING_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------
+# the text encoder module's private helpers, called (not copied)
+
+
+def _cached_checkpoint(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+    """The local checkpoint open_clip would load for a pretrained tag, or None if not cached."""
+    return _text._open_clip_cached_checkpoint(tag_cfg, cache_dir)
+
+
+def _seeded(seed: int):
+    """A context with torch's CPU RNG seeded with ``seed``, restored afterwards."""
+    return _text._seeded(seed)
+
+
+def _sha256_of_file(path: str | Path) -> str:
+    """sha256 of a file, memoised per process per (path, size, mtime)."""
+    return _text._sha256_of_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# interface
+
+
+class ImageEncoder(ABC):
+    """Embeds images (the image-side twin of :class:`~fer_utils.vlm.base.TextEncoder`)::
+
+        vectors = encoder.encode(images)        # [len(images), encoder.dim] float32
+
+    ``identity`` is a JSON-able dict of everything that determines the vectors (the cache key).
+    """
+
+    name: str = "image-encoder"
+    dim: int = 0
+
+    @property
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the vectors, JSON-able (a cache-key part)."""
+
+    @abstractmethod
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """``[len(images), dim]`` float32, one row per image, in order."""
+
+
+def _check_images(images: Sequence[Image.Image], batch_size: int) -> list[Image.Image]:
+    """``images`` as a list after checking it is a sequence of PIL images and ``batch_size`` >= 1."""
+    if isinstance(images, Image.Image):
+        raise TypeError("encode() takes a sequence of images, got a single image: wrap it in a list")
+    images = list(images)
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"encode(): image {i} is {type(image).__name__}, not a PIL image")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"encode(): batch_size must be an integer >= 1, got {batch_size!r}")
+    return images
+
+
+# --------------------------------------------------------------------------------------------
+# open_clip
+
+
+def _drop_text_tower(model: torch.nn.Module) -> None:
+    """Remove the text tower of an open_clip ``CLIP`` (its own attributes) or ``CustomTextCLIP``
+    (``model.text``) in place; ``encode_image`` uses none of it."""
+    if isinstance(getattr(model, "text", None), torch.nn.Module):
+        model.text = torch.nn.Identity()
+    for name in ("transformer", "token_embedding", "ln_final"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            setattr(model, name, torch.nn.Identity())
+    for name in ("positional_embedding", "text_projection", "attn_mask"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
+class OpenCLIPImageEncoder(ImageEncoder):
+    """CLIP's image tower through open_clip: ``model.encode_image(preprocess(image))``.
+
+    The *projected* image embedding (768-d for ViT-L/14; ``identity["output"]`` is
+    ``"encode_image (projected)"``), not normalised unless ``normalize=True``. ``preprocess`` is
+    open_clip's evaluation transform for the model and tag (for ``openai``: bicubic resize of the
+    shorter side to 224, centre crop, OpenAI's mean and std); it is part of the identity.
+
+    ``pretrained`` is an open_clip tag (``"openai"``: QuickGELU is switched on as the tag
+    requires), a checkpoint file (open_clip's default preprocessing), or ``None`` for random
+    weights (explicitly only; drawn from ``seed`` without touching the global RNG). A tag's
+    weights are looked up in the local cache and never downloaded unless ``download=True``; if
+    absent, :class:`WeightsNotFoundError` says where they were looked for and how to get them.
+    """
+
+    name = "open_clip"
+
+    def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai",
+                 device: str | torch.device = "auto", normalize: bool = False,
+                 cache_dir: str | None = None, download: bool = False, seed: int = 0):
+        import open_clip
+        from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+        if model_name not in open_clip.list_models():
+            raise ConfigError(f"open_clip has no model config {model_name!r} (see open_clip.list_models(); "
+                              f"custom configs must be registered with open_clip.add_model_config)")
+        self.device = resolve_device(device)
+        self.model_name, self.pretrained, self.normalize = model_name, pretrained, bool(normalize)
+        tag_cfg: dict[str, Any] = {}
+        checkpoint: str | None = None
+        if pretrained is None:
+            source = None
+        elif Path(pretrained).is_file():
+            checkpoint = source = str(pretrained)
+        else:
+            tag_cfg = get_pretrained_cfg(model_name, pretrained)
+            if not tag_cfg:
+                raise ConfigError(f"open_clip model {model_name}: unknown pretrained tag or file {pretrained!r}; "
+                                  f"tags: {', '.join(list_pretrained_tags_by_model(model_name)) or 'none'}")
+            checkpoint = _cached_checkpoint(tag_cfg, cache_dir)
+            if checkpoint is None and not download:
+                raise self._not_found(tag_cfg, cache_dir, "not in the local cache and download=False")
+            source = checkpoint or pretrained  # a tag: open_clip downloads it
+        try:
+            with _seeded(seed):
+                # A cached checkpoint is loaded as a file, for which open_clip would not apply the
+                # tag's preprocessing: pass it (mean, std, interpolation, resize mode) explicitly.
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=source, device="cpu", cache_dir=cache_dir,
+                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                    image_mean=tag_cfg.get("mean"), image_std=tag_cfg.get("std"),
+                    image_interpolation=tag_cfg.get("interpolation"),
+                    image_resize_mode=tag_cfg.get("resize_mode"))
+        except (RuntimeError, OSError) as exc:
+            if tag_cfg and checkpoint is None:
+                raise self._not_found(tag_cfg, cache_dir, f"download failed: {exc}") from exc
+            raise
+        if tag_cfg and checkpoint is None:
+            checkpoint = _cached_checkpoint(tag_cfg, cache_dir)
+        _drop_text_tower(model)
+        self.model = model.to(self.device).eval()
+        self.preprocess = preprocess
+        self.preprocess_cfg = {key: list(value) if isinstance(value, tuple) else value
+                               for key, value in dict(model.visual.preprocess_cfg).items()}
+        self.dim = int(open_clip.get_model_config(model_name)["embed_dim"])
+        self._checkpoint = checkpoint
+        self._identity: dict[str, Any] | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Backend, model, pretrained tag, the weights' hash (``sha256:<hex>`` of the checkpoint
+        file loaded, or ``weights_sha256:<hex>`` of the image model's state dict for random
+        weights), output, normalisation and the preprocessing. The hash is computed on first use
+        and memoised."""
+        if self._identity is None:
+            weights = ("sha256:" + _sha256_of_file(self._checkpoint) if self._checkpoint is not None
+                       else "weights_sha256:" + weights_sha256(self.model))
+            self._identity = {"backend": "open_clip-image", "model": self.model_name, "pretrained": self.pretrained,
+                              "weights_sha256": weights, "output": "encode_image (projected)",
+                              "normalized": self.normalize, "preprocess": dict(self.preprocess_cfg)}
+        return {**self._identity, "preprocess": dict(self._identity["preprocess"])}
+
+    def _not_found(self, tag_cfg: dict[str, Any], cache_dir: str | None, detail: str) -> WeightsNotFoundError:
+        """The text encoder's message (same weights, same places, same command), naming this class."""
+        error = _text.OpenCLIPTextEncoder._not_found(self, tag_cfg, cache_dir, detail)
+        return WeightsNotFoundError(str(error).replace("OpenCLIPTextEncoder(", "OpenCLIPImageEncoder("))
+
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        images = _check_images(images, batch_size)
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                pixels = torch.stack([self.preprocess(image) for image in images[start:start + batch_size]])
+                rows.append(self.model.encode_image(pixels.to(self.device), normalize=self.normalize).float().cpu())
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return torch.cat(rows).numpy().astype(np.float32, copy=False)
+
+
+def tiny_open_clip_image_encoder(seed: int = 0, device: str | torch.device = "auto",
+                                 normalize: bool = False) -> OpenCLIPImageEncoder:
+    """A tiny random open_clip model (:data:`~fer_utils.vlm.encoders.TINY_OPEN_CLIP_CONFIG`: a
+    one-layer 32-pixel ViT, 16-d ``encode_image``) through the real open_clip classes and
+    preprocessing, offline.
+
+    Its vectors mean nothing; it runs :class:`OpenCLIPImageEncoder`'s code in tests and CI. The
+    weights are a function of ``seed`` (the global torch RNG is left as it was), and
+    ``identity["weights_sha256"]`` hashes them.
+    """
+    encoder = OpenCLIPImageEncoder(register_tiny_open_clip(), pretrained=None, device=device,
+                                   normalize=normalize, seed=seed)
+    encoder.name = "tiny_open_clip"
+    return encoder
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+
+IMAGE_ENCODERS: dict[str, Callable[..., ImageEncoder]] = {
+    "open_clip": OpenCLIPImageEncoder,
+    "tiny_open_clip": tiny_open_clip_image_encoder,
+}
+"""Image encoders by name: ``open_clip`` is CLIP ViT-L/14 (openai) ``encode_image`` by default."""
+
+
+def make_image_encoder(name: str, **kwargs: Any) -> ImageEncoder:
+    """The image encoder ``name`` (a key of :data:`IMAGE_ENCODERS`) built with ``kwargs``
+    (``model_name``, ``pretrained``, ``device``, ``seed``, ...); unknown names or arguments raise
+    ConfigError."""
+    if name not in IMAGE_ENCODERS:
+        raise ConfigError(f"unknown image encoder {name!r}; choose one of: {', '.join(IMAGE_ENCODERS)}")
+    factory = IMAGE_ENCODERS[name]
+    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "cls")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"image encoder {name!r} takes no argument(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(accepted) or 'none'}")
+    return factory(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# a data index through the cache
+
+
+def embed_images(index: pd.DataFrame, encoder: ImageEncoder, cache_dir: str | os.PathLike | None = None, *,
+                 batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, Throughput]:
+    """``([len(index), encoder.dim] float32, throughput)``: one vector per index row, in order.
+
+    Entries (namespace ``image-embeddings``) are per image, keyed by the image's content hash
+    (:func:`~fer_utils.data.fingerprint.image_hashes`) and ``encoder.identity``; only the images
+    the cache lacks are decoded (``FaceImage.load``) and embedded, ``batch_size * 8`` at a time,
+    and stored after each chunk. An image present in several rows is embedded once (also with
+    ``cache_dir=None``, which caches nothing). ``throughput.seconds`` counts decoding and embedding.
+    """
+    if index.empty:
+        raise ValueError("no images to embed: the index is empty")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"embed_images(): batch_size must be an integer >= 1, got {batch_size!r}")
+    hashes = image_hashes(index)
+    images = face_images(index, hashes)
+    first: dict[str, int] = {}   # content hash -> first row with it
+    for i, sha in enumerate(hashes):
+        first.setdefault(sha, i)
+    distinct = list(first)
+    cache = Cache(cache_dir, IMAGE_EMBEDDING_NAMESPACE, IMAGE_EMBEDDING_FORMAT)
+    identity = encoder.identity
+    keys = [cache.key(image=sha, encoder=identity) for sha in distinct] if cache.enabled else []
+    rows = ([row if row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == encoder.dim
+             else None for row in cache.get_arrays(keys)] if cache.enabled else [None] * len(distinct))
+    missing = [j for j, row in enumerate(rows) if row is None]
+    seconds = 0.0
+    if missing:
+        bar = _pipeline._progress(len(missing), "embedding images", progress)
+        for part in _pipeline._chunks(missing, batch_size * 8):
+            start = time.perf_counter()
+            pictures = [images[first[distinct[j]]].load() for j in part]
+            vectors = np.asarray(encoder.encode(pictures, batch_size=batch_size), dtype=np.float32)
+            seconds += time.perf_counter() - start
+            if vectors.shape != (len(part), encoder.dim):
+                raise RuntimeError(f"image encoder {encoder.name} returned shape {vectors.shape} for "
+                                   f"{len(part)} images of dimension {encoder.dim}")
+            for j, vector in zip(part, vectors):
+                rows[j] = vector
+                if cache.enabled:
+                    cache.put_array(keys[j], vector)
+            bar.update(len(part))
+        bar.close()
+    by_hash = dict(zip(distinct, rows))
+    throughput = Throughput(len(hashes), len(distinct) - len(missing), len(missing), seconds, len(distinct))
+    return np.stack([by_hash[sha] for sha in hashes]), throughput
+
+
+__all__ = ["IMAGE_EMBEDDING_FORMAT", "IMAGE_EMBEDDING_NAMESPACE", "IMAGE_ENCODERS", "ImageEncoder",
+           "OpenCLIPImageEncoder", "embed_images", "make_image_encoder", "tiny_open_clip_image_encoder"]
