@@ -307,6 +307,8 @@ class FusionConfig(CaptionConfig):
     crossfit_epochs: int = 30
     crossfit_pretrained: bool = True
     leakage_accuracy: float = 0.5        # simulated captions fused in the leakage comparison too
+    frozen_backbone: str = ""            # e.g. densenet121: its ImageNet weights, frozen, as a leakage-free
+                                         # CNN input too (needs the pretrained weights: the full profile)
     # The faithful row: a CNN baseline run of the original's protocol (its bundle) and the
     # original's head training (half data, 10 % validation, val accuracy, last epoch); "" = skip
     original_cnn_run: str = ""
@@ -322,7 +324,8 @@ class FusionConfig(CaptionConfig):
 
     choices: ClassVar[dict[str, tuple]] = {**CaptionConfig.choices, "fusion_norm": FUSION_NORMS,
                                            "monitor": tuple(MONITORS), "crossfit_model": CNN_ARCHITECTURES,
-                                           "second_encoder": ("", "open_clip", "tiny_open_clip")}
+                                           "second_encoder": ("", "open_clip", "tiny_open_clip"),
+                                           "frozen_backbone": ("", *CNN_ARCHITECTURES)}
     minimums: ClassVar[dict[str, float]] = {**CaptionConfig.minimums, "epochs": 1, "batch_size": 1, "patience": 1,
                                             "n_bootstrap": 1, "crossfit_folds": 0, "crossfit_image_size": 32,
                                             "crossfit_epochs": 1, "leakage_accuracy": 0}

@@ -97,13 +97,16 @@ def leakage_table(metrics: Mapping) -> pd.DataFrame:
     if not leakage:
         return pd.DataFrame()
     runs = pd.DataFrame(metrics["runs"])
+    sources = list(leakage["cnn"]) + (["frozen"] if (runs["variant"] == "leakage:frozen").any() else [])
     rows = []
-    for source, scores in leakage["cnn"].items():
+    for source in sources:
+        scores = leakage["cnn"].get(source)
         own = runs[(runs["variant"] == f"leakage:{source}") & (runs["inputs"] == "cnn")]
-        rows.append({"CNN probabilities": source, "CNN accuracy on train images": f"{scores['train accuracy']:.3f}",
-                     "on test images": f"{scores['test accuracy']:.3f}",
+        rows.append({"CNN input": source if scores else f"{source} (ImageNet features)",
+                     "CNN accuracy on train images": f"{scores['train accuracy']:.3f}" if scores else "",
+                     "on test images": f"{scores['test accuracy']:.3f}" if scores else "",
                      "CNN-only head macro F1": _pm(own["macro_f1"])})
-    return pd.DataFrame(rows).set_index("CNN probabilities")
+    return pd.DataFrame(rows).set_index("CNN input")
 
 
 def leakage_text(metrics: Mapping) -> str:

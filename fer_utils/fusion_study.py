@@ -269,6 +269,19 @@ def simulated_text(fd: FusionData, encoder, accuracy: float, seed: int, cache_di
     return text, vote_scores(votes, fd.labels[fd.split("test")])["accuracy"]
 
 
+def frozen_features(cfg, fd: FusionData) -> np.ndarray:
+    """Penultimate features of ``cfg.frozen_backbone`` with its ImageNet weights, not fine-tuned
+    (224 px, ImageNet normalisation; WeightsNotFoundError naming the file when they are missing)."""
+    from fer_utils.features import extract_features
+    from fer_utils.models import create_model
+    from fer_utils.preprocessing import Preprocessing
+
+    model = create_model(cfg.frozen_backbone, pretrained=True)
+    ids, features = extract_features(model, fd.index, Preprocessing.preset(224, "imagenet"), num_workers=0,
+                                     device="cpu" if cfg.device == "auto" else cfg.device, cache_dir=cfg.cache_dir)
+    return align(fd.index, ids, features, f"frozen {cfg.frozen_backbone} features")
+
+
 def run_leakage(cfg, inputs: FusionInputs, tcfg: TrainConfig, runs: list[HeadRun]) -> dict:
     """The leakage comparison (:mod:`fer_utils.crossfit`): the reference head on leaky and on
     cross-fitted CNN probabilities, alone and fused with the study's captions and with simulated
@@ -288,6 +301,15 @@ def run_leakage(cfg, inputs: FusionInputs, tcfg: TrainConfig, runs: list[HeadRun
             for name, text in texts.items():
                 runs.append(train_head(REFERENCE_HEAD, fuse(proba, text, "fused", cfg.fusion_norm), fd, NUM_CLASSES,
                                        text.shape[1], seed, tcfg, variant=f"leakage:{source}/{name}", inputs="fused"))
+    if cfg.frozen_backbone:   # ImageNet features, never trained on these images: no leakage either
+        frozen = frozen_features(cfg, fd)
+        for seed in cfg.seeds:
+            runs.append(train_head(REFERENCE_HEAD, fuse(frozen, None, "cnn"), fd, frozen.shape[1], 0, seed, tcfg,
+                                   variant="leakage:frozen", inputs="cnn"))
+            for name, text in texts.items():
+                runs.append(train_head(REFERENCE_HEAD, fuse(frozen, text, "fused", cfg.fusion_norm), fd,
+                                       frozen.shape[1], text.shape[1], seed, tcfg, variant=f"leakage:frozen/{name}",
+                                       inputs="fused"))
     train = fd.split("train")
     y = fd.labels
     confidence = {source: {"train accuracy": float((proba[train].argmax(1) == y[train]).mean()),

@@ -148,3 +148,16 @@ def test_crossfit_gives_every_training_image_a_cnn_that_never_saw_it(synthetic_r
     assert np.allclose(cf.oof.sum(1), 1, atol=1e-5) and np.allclose(cf.leaky.sum(1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="at least 2 folds"):
         crossfit.crossfit_probabilities(index, recipe, folds=1)
+
+
+def test_the_frozen_backbone_variant_needs_pretrained_weights_and_says_which(constructed, tmp_path, monkeypatch):
+    """No ImageNet weights can be downloaded here: the frozen-backbone variant must stop with the
+    error naming the file to place, never fall back to random weights."""
+    from fer_utils.config import FusionConfig
+    from fer_utils.errors import WeightsNotFoundError
+    from fer_utils.fusion_study import frozen_features
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = FusionConfig(frozen_backbone="resnet18", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(WeightsNotFoundError, match="resnet18-"):
+        frozen_features(cfg, constructed)
