@@ -24,7 +24,7 @@ from fer_utils.fusion import (
     vote_proba,
 )
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
-from fer_utils.options import FUSION_CONTROLS, FUSION_INPUTS
+from fer_utils.options import FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS
 from fer_utils.train import TrainConfig
 
 REFERENCE_HEAD = "mlp1"
@@ -181,6 +181,9 @@ def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, 
                 constant, _ = embed_texts([CONSTANT_CAPTION], inputs.encoder, cfg.cache_dir)
                 text = np.repeat(constant, len(fd.text), axis=0)
             train(trainable_best, fuse(fd.cnn, text, "fused", cfg.fusion_norm), f"control:{control}", "fused", seed)
+    other_norm = next(n for n in FUSION_NORMS if n != cfg.fusion_norm)
+    for seed in cfg.seeds:   # the other normalisation of the fused vector, same head
+        train(trainable_best, fuse(fd.cnn, fd.text, "fused", other_norm), f"norm:{other_norm}", "fused", seed)
     if cfg.second_encoder:   # a second pretrained encoder in place of the captions
         from fer_utils.vlm.image_encoders import embed_images, make_image_encoder
 
