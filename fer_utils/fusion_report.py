@@ -255,8 +255,16 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
                      + ("A gain that survives a control cannot come from what the captions say about each face: "
                         "it is a gain of the extra input or of training noise." if surviving else
                         "Neither control shows a significant gain, as it must not."))
+    norms = table[table["variant"].str.startswith("norm:")]
+    for _, row in norms.iterrows():
+        parts.append(f"Normalising each modality before concatenation ({row['head']}, {row['variant'].split(':')[1]}) "
+                     f"changes macro F1 by {row['gain']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}] "
+                     f"against the CNN-only head (Holm-adjusted p {row['p_holm']:.3f}); the original's concatenation "
+                     f"gives {main[main['head'] == row['head']]['gain'].iloc[0]:+.3f}."
+                     if (main["head"] == row["head"]).any() else "")
     sweep = sweep_table(metrics)
     if not sweep.empty:
+
         paying = sweep[(sweep["low"] > 0) & (sweep["p_holm"] <= ALPHA)]
         parts.append("In the sweep of simulated captions, "
                      + (f"fusion pays from a vote accuracy of about {paying['vote_accuracy'].min():.2f} "
@@ -281,7 +289,7 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
                         "is what text without meaning allows." if not text_only.empty else ""))
     if simulated:
         parts.append("The captions here are simulated (a control of known accuracy), not written by a model.")
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
 __all__ = ["ORIGINAL_RESULTS", "conclusion", "faithful_table", "faithful_text", "gains_table", "heads_table", "leakage_table", "leakage_text", "per_class_change", "significant", "sweep_display",
