@@ -75,7 +75,7 @@ def gains_table(metrics: Mapping, family: str | None = None) -> pd.DataFrame:
         return table
     if family is not None:
         table = table[table["variant"].str.split(":").str[0] == family]
-    names = [h + ("*" if r != h else "") + ("" if family in ("main", "late") else f" ({v.split(':', 1)[1]})")
+    names = [h + ("*" if r != h else "") + ("" if v in ("main", "late") else f" ({v.split(':', 1)[-1]})")
              for h, r, v in zip(table["head"], table["reference"], table["variant"])]
     out = pd.DataFrame({
         "head": names,

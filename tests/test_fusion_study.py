@@ -88,6 +88,7 @@ def test_fused_heads_gain_only_when_the_pairing_holds(constructed):
     assert blind["reference"] == "mlp1" and blind["gain"] < 0.15
     metrics = {"comparisons": table.reset_index().to_dict(orient="records"), "best_head": "mlp1",
                "controls_and_sweep_head": "mlp1", "sweep": []}
+    assert len(fusion_report.gains_table(metrics)) == len(table)          # every family at once
     shown = fusion_report.gains_table(metrics, "main")
     assert "original_attention*" in shown.index and "mlp1" in shown.index     # * = compared with mlp1's CNN-only
     text = fusion_report.conclusion(metrics)
