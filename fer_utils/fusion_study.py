@@ -23,7 +23,7 @@ from fer_utils.fusion import (
     CONSTANT_CAPTION, FusionData, HeadRun, align, compare_to_cnn, fuse, head_inputs, late_fusion, train_head,
     vote_proba,
 )
-from fer_utils.labels import EMOTIONS, NUM_CLASSES
+from fer_utils.labels import NUM_CLASSES
 from fer_utils.options import FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS
 from fer_utils.train import TrainConfig
 
@@ -173,12 +173,13 @@ def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, 
     trainable_best = best if not best.startswith("late") else max(
         (h for h in fused_heads if not h.startswith("late")), key=lambda h: _mean_val(runs, "main", h))
     echo(f"validation-best fused head: {best} (controls and sweep use {trainable_best})")
+    if "constant" in cfg.controls:
+        constant, _ = embed_texts([CONSTANT_CAPTION], inputs.encoder, cfg.cache_dir)
     for control in cfg.controls:
         for seed in cfg.seeds:
             if control == "shuffled":   # captions moved to other images: the pairing is broken
                 text = fd.text[np.random.default_rng(seed).permutation(len(fd.text))]
             else:
-                constant, _ = embed_texts([CONSTANT_CAPTION], inputs.encoder, cfg.cache_dir)
                 text = np.repeat(constant, len(fd.text), axis=0)
             train(trainable_best, fuse(fd.cnn, text, "fused", cfg.fusion_norm), f"control:{control}", "fused", seed)
     other_norm = next(n for n in FUSION_NORMS if n != cfg.fusion_norm)

@@ -355,6 +355,52 @@ def _open_clip_cached_checkpoint(tag_cfg: dict[str, Any], cache_dir: str | None)
     return None
 
 
+def load_open_clip(model_name: str, pretrained: str | None, *, cache_dir: str | None, download: bool, seed: int,
+                   not_found, tag_preprocessing: bool = False):
+    """``(model, eval preprocess, checkpoint file or None)`` of an open_clip model, for the text and
+    the image encoders alike: ``pretrained`` a tag (looked up in the local cache, never downloaded
+    unless ``download``; QuickGELU as the tag requires), a checkpoint file, or None (random weights
+    drawn from ``seed``, global RNG untouched). ``not_found(tag_cfg, cache_dir, detail)`` makes the
+    :class:`WeightsNotFoundError` of missing weights. ``tag_preprocessing`` passes the tag's image
+    preprocessing explicitly: open_clip does not apply it when it is given the cached file."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    if model_name not in open_clip.list_models():
+        raise ConfigError(f"open_clip has no model config {model_name!r} (see open_clip.list_models(); "
+                          f"custom configs must be registered with open_clip.add_model_config)")
+    tag_cfg: dict[str, Any] = {}
+    checkpoint: str | None = None
+    if pretrained is None:
+        source = None
+    elif Path(pretrained).is_file():
+        checkpoint = source = str(pretrained)
+    else:
+        tag_cfg = get_pretrained_cfg(model_name, pretrained)
+        if not tag_cfg:
+            raise ConfigError(f"open_clip model {model_name}: unknown pretrained tag or file {pretrained!r}; "
+                              f"tags: {', '.join(list_pretrained_tags_by_model(model_name)) or 'none'}")
+        checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
+        if checkpoint is None and not download:
+            raise not_found(tag_cfg, cache_dir, "not in the local cache and download=False")
+        source = checkpoint or pretrained  # a tag: open_clip downloads it
+    extra = ({"image_mean": tag_cfg.get("mean"), "image_std": tag_cfg.get("std"),
+              "image_interpolation": tag_cfg.get("interpolation"), "image_resize_mode": tag_cfg.get("resize_mode")}
+             if tag_preprocessing else {})
+    try:
+        with _seeded(seed):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=source, device="cpu", cache_dir=cache_dir,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)), **extra)
+    except (RuntimeError, OSError) as exc:
+        if tag_cfg and checkpoint is None:
+            raise not_found(tag_cfg, cache_dir, f"download failed: {exc}") from exc
+        raise
+    if tag_cfg and checkpoint is None:
+        checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
+    return model, preprocess, checkpoint
+
+
 class OpenCLIPTextEncoder(TextEncoder):
     """CLIP's text tower through open_clip: ``model.encode_text(tokens)``.
 
@@ -377,39 +423,11 @@ class OpenCLIPTextEncoder(TextEncoder):
                  device: str | torch.device = "auto", normalize: bool = False, seed: int = 0,
                  cache_dir: str | None = None, download: bool = False):
         import open_clip
-        from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
-        if model_name not in open_clip.list_models():
-            raise ConfigError(f"open_clip has no model config {model_name!r} (see open_clip.list_models(); "
-                              f"custom configs must be registered with open_clip.add_model_config)")
         self.device = resolve_device(device)
         self.model_name, self.pretrained, self.normalize = model_name, pretrained, bool(normalize)
-        tag_cfg: dict[str, Any] = {}
-        checkpoint: str | None = None
-        if pretrained is None:
-            source = None
-        elif Path(pretrained).is_file():
-            checkpoint = source = str(pretrained)
-        else:
-            tag_cfg = get_pretrained_cfg(model_name, pretrained)
-            if not tag_cfg:
-                raise ConfigError(f"open_clip model {model_name}: unknown pretrained tag or file {pretrained!r}; "
-                                  f"tags: {', '.join(list_pretrained_tags_by_model(model_name)) or 'none'}")
-            checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
-            if checkpoint is None and not download:
-                raise self._not_found(tag_cfg, cache_dir, "not in the local cache and download=False")
-            source = checkpoint or pretrained  # a tag: open_clip downloads it
-        try:
-            with _seeded(seed):
-                model, _, _ = open_clip.create_model_and_transforms(
-                    model_name, pretrained=source, device="cpu", cache_dir=cache_dir,
-                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
-        except (RuntimeError, OSError) as exc:
-            if tag_cfg and checkpoint is None:
-                raise self._not_found(tag_cfg, cache_dir, f"download failed: {exc}") from exc
-            raise
-        if tag_cfg and checkpoint is None:
-            checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
+        model, _, checkpoint = load_open_clip(model_name, pretrained, cache_dir=cache_dir, download=download,
+                                              seed=seed, not_found=self._not_found)
         model.visual = torch.nn.Identity()  # encode_text never uses it; frees ~1.2 GB for ViT-L
         self.model = model.to(self.device).eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,16 +58,6 @@ IMAGE_EMBEDDING_FORMAT = 1
 
 # --------------------------------------------------------------------------------------------
 # the text encoder module's private helpers, called (not copied)
-
-
-def _cached_checkpoint(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
-    """The local checkpoint open_clip would load for a pretrained tag, or None if not cached."""
-    return _text._open_clip_cached_checkpoint(tag_cfg, cache_dir)
-
-
-def _seeded(seed: int):
-    """A context with torch's CPU RNG seeded with ``seed``, restored afterwards."""
-    return _text._seeded(seed)
 
 
 def _sha256_of_file(path: str | Path) -> str:
@@ -152,44 +141,12 @@ class OpenCLIPImageEncoder(ImageEncoder):
                  device: str | torch.device = "auto", normalize: bool = False,
                  cache_dir: str | None = None, download: bool = False, seed: int = 0):
         import open_clip
-        from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
-        if model_name not in open_clip.list_models():
-            raise ConfigError(f"open_clip has no model config {model_name!r} (see open_clip.list_models(); "
-                              f"custom configs must be registered with open_clip.add_model_config)")
         self.device = resolve_device(device)
         self.model_name, self.pretrained, self.normalize = model_name, pretrained, bool(normalize)
-        tag_cfg: dict[str, Any] = {}
-        checkpoint: str | None = None
-        if pretrained is None:
-            source = None
-        elif Path(pretrained).is_file():
-            checkpoint = source = str(pretrained)
-        else:
-            tag_cfg = get_pretrained_cfg(model_name, pretrained)
-            if not tag_cfg:
-                raise ConfigError(f"open_clip model {model_name}: unknown pretrained tag or file {pretrained!r}; "
-                                  f"tags: {', '.join(list_pretrained_tags_by_model(model_name)) or 'none'}")
-            checkpoint = _cached_checkpoint(tag_cfg, cache_dir)
-            if checkpoint is None and not download:
-                raise self._not_found(tag_cfg, cache_dir, "not in the local cache and download=False")
-            source = checkpoint or pretrained  # a tag: open_clip downloads it
-        try:
-            with _seeded(seed):
-                # A cached checkpoint is loaded as a file, for which open_clip would not apply the
-                # tag's preprocessing: pass it (mean, std, interpolation, resize mode) explicitly.
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    model_name, pretrained=source, device="cpu", cache_dir=cache_dir,
-                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                    image_mean=tag_cfg.get("mean"), image_std=tag_cfg.get("std"),
-                    image_interpolation=tag_cfg.get("interpolation"),
-                    image_resize_mode=tag_cfg.get("resize_mode"))
-        except (RuntimeError, OSError) as exc:
-            if tag_cfg and checkpoint is None:
-                raise self._not_found(tag_cfg, cache_dir, f"download failed: {exc}") from exc
-            raise
-        if tag_cfg and checkpoint is None:
-            checkpoint = _cached_checkpoint(tag_cfg, cache_dir)
+        model, preprocess, checkpoint = _text.load_open_clip(
+            model_name, pretrained, cache_dir=cache_dir, download=download, seed=seed, not_found=self._not_found,
+            tag_preprocessing=True)
         _drop_text_tower(model)
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
@@ -298,29 +255,12 @@ def embed_images(index: pd.DataFrame, encoder: ImageEncoder, cache_dir: str | os
     distinct = list(first)
     cache = Cache(cache_dir, IMAGE_EMBEDDING_NAMESPACE, IMAGE_EMBEDDING_FORMAT)
     identity = encoder.identity
-    keys = [cache.key(image=sha, encoder=identity) for sha in distinct] if cache.enabled else []
-    rows = ([row if row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == encoder.dim
-             else None for row in cache.get_arrays(keys)] if cache.enabled else [None] * len(distinct))
-    missing = [j for j, row in enumerate(rows) if row is None]
-    seconds = 0.0
-    if missing:
-        bar = _pipeline._progress(len(missing), "embedding images", progress)
-        for part in _pipeline._chunks(missing, batch_size * 8):
-            start = time.perf_counter()
-            pictures = [images[first[distinct[j]]].load() for j in part]
-            vectors = np.asarray(encoder.encode(pictures, batch_size=batch_size), dtype=np.float32)
-            seconds += time.perf_counter() - start
-            if vectors.shape != (len(part), encoder.dim):
-                raise RuntimeError(f"image encoder {encoder.name} returned shape {vectors.shape} for "
-                                   f"{len(part)} images of dimension {encoder.dim}")
-            for j, vector in zip(part, vectors):
-                rows[j] = vector
-                if cache.enabled:
-                    cache.put_array(keys[j], vector)
-            bar.update(len(part))
-        bar.close()
+    rows, computed, seconds = _pipeline.cached_vectors(
+        distinct, lambda sha: {"image": sha, "encoder": identity},
+        lambda shas: encoder.encode([images[first[sha]].load() for sha in shas], batch_size=batch_size),
+        encoder.dim, cache, f"image encoder {encoder.name}", "images", batch_size, progress)
     by_hash = dict(zip(distinct, rows))
-    throughput = Throughput(len(hashes), len(distinct) - len(missing), len(missing), seconds, len(distinct))
+    throughput = Throughput(len(hashes), len(distinct) - computed, computed, seconds, len(distinct))
     return np.stack([by_hash[sha] for sha in hashes]), throughput
 
 

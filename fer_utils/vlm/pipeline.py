@@ -151,29 +151,43 @@ def embed_texts(texts: Sequence[str], encoder: TextEncoder, cache_dir: str | os.
         raise ValueError("no texts to embed")
     cache = Cache(cache_dir, EMBEDDING_NAMESPACE, EMBEDDING_FORMAT)
     distinct = list(dict.fromkeys(texts))
-    keys = [cache.key(text=text, encoder=encoder.identity) for text in distinct] if cache.enabled else []
-    rows = ([row if row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == encoder.dim
-             else None for row in cache.get_arrays(keys)] if cache.enabled else [None] * len(distinct))
+    identity = encoder.identity
+    rows, computed, seconds = cached_vectors(
+        distinct, lambda text: {"text": text, "encoder": identity},
+        lambda part: encoder.encode(part, batch_size=batch_size), encoder.dim, cache,
+        f"text encoder {encoder.name}", "texts", batch_size, progress)
+    by_text = dict(zip(distinct, rows))
+    throughput = Throughput(len(texts), len(distinct) - computed, computed, seconds, len(distinct))
+    return np.stack([by_text[text] for text in texts]), throughput
+
+
+def cached_vectors(items: Sequence, key_parts, compute, dim: int, cache: Cache, who: str, noun: str,
+                   batch_size: int, progress: bool) -> tuple[list[np.ndarray], int, float]:
+    """``(one float32 vector per item, items computed, seconds computing)``: the cache's entry of each
+    item (keyed by ``key_parts(item)``), and for the misses ``compute(items) -> [n, dim]``,
+    ``batch_size * 8`` items at a time, each chunk stored as soon as it is done. ``who`` and
+    ``noun`` name the model and the items in errors and the progress bar. Text and image
+    embeddings share it."""
+    keys = [cache.key(**key_parts(item)) for item in items] if cache.enabled else []
+    rows = ([row if row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == dim
+             else None for row in cache.get_arrays(keys)] if cache.enabled else [None] * len(items))
     missing = [i for i, row in enumerate(rows) if row is None]
     seconds = 0.0
     if missing:
-        bar = _progress(len(missing), "embedding", progress)
+        bar = _progress(len(missing), f"embedding {noun}", progress)
         for part in _chunks(missing, batch_size * 8):
             start = time.perf_counter()
-            vectors = np.asarray(encoder.encode([distinct[i] for i in part], batch_size=batch_size), dtype=np.float32)
+            vectors = np.asarray(compute([items[i] for i in part]), dtype=np.float32)
             seconds += time.perf_counter() - start
-            if vectors.shape != (len(part), encoder.dim):
-                raise RuntimeError(f"text encoder {encoder.name} returned shape {vectors.shape} for "
-                                   f"{len(part)} texts of dimension {encoder.dim}")
+            if vectors.shape != (len(part), dim):
+                raise RuntimeError(f"{who} returned shape {vectors.shape} for {len(part)} {noun} of dimension {dim}")
             for i, vector in zip(part, vectors):
                 rows[i] = vector
                 if cache.enabled:
                     cache.put_array(keys[i], vector)
             bar.update(len(part))
         bar.close()
-    by_text = dict(zip(distinct, rows))
-    throughput = Throughput(len(texts), len(distinct) - len(missing), len(missing), seconds, len(distinct))
-    return np.stack([by_text[text] for text in texts]), throughput
+    return rows, len(missing), seconds
 
 
 def _progress(total: int, what: str, enabled: bool):
@@ -182,4 +196,4 @@ def _progress(total: int, what: str, enabled: bool):
 
 
 __all__ = ["CAPTION_FORMAT", "CAPTION_NAMESPACE", "EMBEDDING_FORMAT", "EMBEDDING_NAMESPACE", "CaptionResult",
-           "FaceImage", "Throughput", "caption_index", "embed_texts", "shard"]
+           "FaceImage", "Throughput", "cached_vectors", "caption_index", "embed_texts", "shard"]
