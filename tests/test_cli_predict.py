@@ -127,3 +127,35 @@ def test_tiny_image_is_answered_with_a_warning(tmp_path, bundle):
     res = predict(dot, "--bundle", bundle)
     assert res.exit_code == 0 and "probabilities" in strict_json(res.stdout)["predictions"][0]
     assert f"{dot}: 1x1 pixels is smaller than 16 on a side" in res.stderr
+
+
+def test_crop_face_reports_the_face_and_predicts_on_its_crop(tmp_path, bundle):
+    from matplotlib.cbook import get_sample_data
+
+    from fer_utils.faces import NOTICE_NO_FACE, crop_face
+    from fer_utils.predict import Predictor
+
+    grace = get_sample_data("grace_hopper.jpg", asfileobj=False)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    noise, dot = face(tmp_path / "noise.png"), tmp_path / "dot.png"
+    Image.new("RGB", (8, 8)).save(dot)
+    res = predict(grace, corrupt, noise, dot, "--bundle", bundle, "--crop-face")
+    assert res.exit_code == 1
+    out = strict_json(res.stdout)["predictions"]
+    assert [p["image"] for p in out] == [str(grace), str(corrupt), str(noise), str(dot)]
+    expected = crop_face(Image.open(grace))
+    assert out[0]["face"] == {"box": list(expected.box), "crop_box": list(expected.crop_box), "notice": None}
+    x, y, w, h = out[0]["face"]["box"]
+    assert 190 <= w <= 260 and 230 <= x + w / 2 <= 300 and 180 <= y + h / 2 <= 250
+    on_crop = Predictor.from_bundle(bundle).predict_labeled([expected.image])[0]
+    assert out[0]["probabilities"] == pytest.approx(on_crop["probabilities"], abs=1e-6)   # the crop was predicted
+    assert out[1] == {"image": str(corrupt), "error": out[1]["error"]}
+    assert out[1]["error"].startswith(f"{corrupt}: unreadable or corrupt image")
+    for p in out[2:]:
+        assert p["face"] == {"box": None, "crop_box": None, "notice": NOTICE_NO_FACE}
+        assert list(p["probabilities"]) == list(EMOTIONS)
+    assert f"warning: {dot} (face crop): 8x8 pixels is smaller than 16 on a side" in res.stderr
+    assert "in memory" not in res.stderr and "1 of 4 images could not be read" in res.stderr
+    plain = strict_json(predict(grace, "--bundle", bundle).stdout)["predictions"][0]
+    assert "face" not in plain and plain["probabilities"] != pytest.approx(on_crop["probabilities"], abs=1e-6)
