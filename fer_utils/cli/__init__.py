@@ -1,5 +1,5 @@
 """The ``fer`` command: one small module per command group (data, study, book, predict, runs,
-caption/embed).
+caption/embed, web/serve).
 
 A group module defines its click group or command; this module assembles them under ``main``.
 Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
@@ -15,6 +15,7 @@ from .predict import predict_cmd
 from .runs import runs
 from .study import study
 from .vlm import caption_cmd, embed_cmd
+from .web import serve, web
 
 
 @click.group(cls=FERGroup)
@@ -23,7 +24,7 @@ def main():
     """Reproducible facial expression recognition study (CNN vs CNN + caption features)."""
 
 
-for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd):
+for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd, web, serve):
     main.add_command(command)
 
 __all__ = ["main"]
