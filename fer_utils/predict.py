@@ -409,17 +409,25 @@ class FusedPredictor(Predictor):
             raise RuntimeError(f"captioner {self.captioner.name} returned {len(raw)} captions for {len(faces)} images")
         return [postprocess(text) if self.postprocess else text for text in raw]
 
-    def _answer(self, decoded: list) -> list[tuple[np.ndarray, dict]]:
+    def fused_probabilities(self, features: np.ndarray, captions: Sequence[str]) -> np.ndarray:
+        """Probabilities ``[N, num_classes]`` of the head on CNN features ``[N, cnn_dim]`` (the CNN's
+        ``forward_features`` of the images) and one caption per row: the captions embedded by the
+        bundle's encoder, ``fuse(cnn, text, "fused", norm)``, the head, softmax. The last steps of
+        every answer; :func:`fer_utils.explain.text_contribution` runs them with other captions."""
         from fer_utils.fusion import fuse
+
+        text = np.asarray(self.encoder.encode(list(captions)), dtype=np.float32)
+        x = torch.from_numpy(fuse(np.asarray(features, dtype=np.float32), text, "fused", self.fusion_norm))
+        logits, _ = batched_forward(self.head, [x], self.device)
+        return self._check_finite(logits.softmax(1).numpy())
+
+    def _answer(self, decoded: list) -> list[tuple[np.ndarray, dict]]:
         from fer_utils.vlm.postprocess import emotion_vote
 
         batch = torch.stack([tensor for tensor, _ in decoded])
         features, _ = batched_forward(self.model.forward_features, [batch], self.device)
         captions = self.captions([face for _, face in decoded])
-        text = np.asarray(self.encoder.encode(captions), dtype=np.float32)
-        x = torch.from_numpy(fuse(features.numpy(), text, "fused", self.fusion_norm))
-        logits, _ = batched_forward(self.head, [x], self.device)
-        proba = self._check_finite(logits.softmax(1).numpy())
+        proba = self.fused_probabilities(features.numpy(), captions)
         votes = [emotion_vote(caption) for caption in captions]
         return [(row, {"caption": caption, "vote": None if vote is None else self.labels[vote]})
                 for row, caption, vote in zip(proba, captions, votes)]

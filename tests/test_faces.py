@@ -52,20 +52,20 @@ def test_the_crop_is_a_square_around_the_face_with_the_margin(grace, grace_box):
     # the box grown by a quarter on each side (to the pixel: the crop's corners are whole pixels)
     assert x0 <= x - 0.25 * w + 1 and y0 <= y - 0.25 * h + 1 and x1 >= x + 1.25 * w - 1 and y1 >= y + 1.25 * h - 1
     assert x0 < x and y0 < y and x1 > x + w and y1 > y + h
-    assert x1 - x0 == y1 - y0 == round(1.5 * w)           # square, the box plus a quarter on each side
+    assert x1 - x0 == y1 - y0 == round(1.5 * max(w, h))   # square, the box plus a quarter on each side
     assert 0 <= x0 and 0 <= y0 and x1 <= 512 and y1 <= 600
     assert result.image.size == (x1 - x0, y1 - y0) and result.image.mode == "RGB"
     assert np.array_equal(np.asarray(result.image), np.asarray(grace.crop(result.crop_box)))
     assert result.to_dict() == {"box": list(grace_box), "crop_box": [x0, y0, x1, y1], "notice": None}
     wider = crop_face(grace, margin=0.5)
-    assert wider.crop_box[2] - wider.crop_box[0] == round(2 * w)
-    assert crop_face(grace, margin=0).crop_box[2] - crop_face(grace, margin=0).crop_box[0] == w
+    assert wider.crop_box[2] - wider.crop_box[0] == round(2 * max(w, h))
+    assert crop_face(grace, margin=0).crop_box[2] - crop_face(grace, margin=0).crop_box[0] == max(w, h)
 
 
 def test_a_crop_that_would_stick_out_is_moved_inside_and_stays_square(grace, grace_box):
     result = crop_face(grace, margin=0.6)      # 2.2 x 222 = 488 px: sticks out above (the face is at y=105)
     x0, y0, x1, y1 = result.crop_box
-    assert y0 == 0 and x1 - x0 == y1 - y0 == round(2.2 * grace_box[2])
+    assert y0 == 0 and x1 - x0 == y1 - y0 == round(2.2 * max(grace_box[2:]))
     huge = crop_face(grace, margin=3.0)        # larger than the photo: its short side, still square
     assert huge.crop_box == (0, huge.crop_box[1], 512, huge.crop_box[1] + 512)
     x, y, w, h = grace_box
@@ -79,15 +79,16 @@ def test_boxes_are_in_the_original_coordinates_when_padded_or_upscaled(grace, gr
     assert len(shifted) == 1           # the context changes the cascade's box a little, not where it is
     assert np.abs(center(shifted[0]) - center(grace_box) - (100, 30)).max() <= 10
     assert abs(shifted[0][2] - grace_box[2]) <= 0.15 * grace_box[2]
-    # 1280 px: shrunk exactly back to this canvas for detection, so the box must be exactly twice its box
-    doubled = detect_faces(canvas.resize((1280, 1280), Image.NEAREST))
-    assert doubled == [tuple(2 * v for v in shifted[0])]
+    # 1280 px, shrunk for detection like the canvas: the box must be twice its box (a box not mapped
+    # back would be half or a quarter of it; the two shrunk images differ only by resampling)
+    (doubled,) = detect_faces(canvas.resize((1280, 1280), Image.NEAREST))
+    assert np.abs(np.subtract(doubled, [2 * v for v in shifted[0]])).max() <= 8
     # an ordinary 2x copy (shrunk to 546 x 640 for detection): about twice the box
     (big,) = detect_faces(grace.resize((1024, 1200)))
     assert np.abs(center(big) - 2 * center(grace_box)).max() <= 20
     assert abs(big[2] - 2 * grace_box[2]) <= 0.15 * 2 * grace_box[2]
     result = crop_face(grace.resize((1024, 1200)))
-    assert result.box == big and result.crop_box[2] - result.crop_box[0] == round(1.5 * big[2])
+    assert result.box == big and result.crop_box[2] - result.crop_box[0] == round(1.5 * max(big[2:]))
 
 
 @pytest.mark.parametrize("blank", [

@@ -424,7 +424,7 @@ def test_twenty_concurrent_uploads_lose_no_record(tmp_path, bundle):
 
     def send(i):
         start.wait()
-        results[i] = requests.post(url, files={"image": (f"same-name.png", images[i], "image/png")},
+        results[i] = requests.post(url, files={"image": ("same-name.png", images[i], "image/png")},
                                    headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=120)
 
     workers = [threading.Thread(target=send, args=(i,)) for i in range(20)]
@@ -611,16 +611,26 @@ def test_every_message_of_the_site_has_a_korean_translation():
 
     root = Path(web.__file__).parent
     method_map = [("**.py", "python"), ("**/templates/**.html", "jinja2")]
-    keywords = {"_": None, "gettext": None, "_l": None, "_n": None, "lazy_gettext": None}
+    keywords = {"_": None, "gettext": None, "_l": None, "_n": None, "lazy_gettext": None, "ngettext": (1, 2)}
     found = {message for *_, message, _, _ in extract_from_dir(str(root), method_map, keywords=keywords)}
-    assert len(found) > 80
+    assert len(found) > 80 and any(isinstance(m, tuple) for m in found)
     with (root / "translations/ko/LC_MESSAGES/messages.po").open("rb") as handle:
         catalog = read_po(handle, locale="ko")
     fields = re.compile(r"%\((\w+)\)")
-    missing = sorted(m for m in found if not (catalog.get(m) and catalog.get(m).string))
+
+    def korean(message):
+        entry = catalog.get(message[0] if isinstance(message, tuple) else message)
+        if entry is None:
+            return None
+        texts = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        return texts if all(texts) else None
+
+    missing = sorted(map(str, (m for m in found if korean(m) is None)))
     assert not missing, f"add Korean for: {missing}"
     for message in found:
-        assert sorted(fields.findall(message)) == sorted(fields.findall(catalog.get(message).string)), message
+        english = message if isinstance(message, tuple) else (message,)
+        for text in korean(message):
+            assert sorted(set(fields.findall(english[-1]))) == sorted(set(fields.findall(text))), message
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -692,3 +702,44 @@ def test_a_fused_bundle_shows_its_caption_and_vlm_vote(tmp_path, bundle):
     body = app.test_client().post("/api/predict", data={"image": (io.BytesIO(GRACE.read_bytes()), "g.jpg")},
                                   headers={"Authorization": f"Bearer {token}"}).get_json()
     assert "caption" in body and "vote" in body
+
+
+def test_settings_from_the_environment_are_checked(monkeypatch, tmp_path, bundle):
+    from fer_utils.errors import ConfigError
+
+    monkeypatch.setenv("FER_SECURE_COOKIES", "1")
+    monkeypatch.setenv("FER_RETENTION_DAYS", "30")
+    app = make_app(tmp_path, bundle)
+    assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["RETENTION_DAYS"] == 30
+    monkeypatch.setenv("FER_RETENTION_DAYS", "soon")
+    with pytest.raises(ConfigError, match="FER_RETENTION_DAYS"):
+        make_app(tmp_path, bundle)
+    monkeypatch.setenv("FER_RETENTION_DAYS", "30")
+    monkeypatch.setenv("FER_SECURE_COOKIES", "maybe")
+    with pytest.raises(ConfigError, match="FER_SECURE_COOKIES"):
+        make_app(tmp_path, bundle)
+
+
+def test_client_file_names_are_shown_never_used_as_paths(app):
+    from fer_utils.web.images import display_name
+
+    assert display_name("../../etc/passwd.jpg") == "passwd.jpg"
+    assert display_name("C:\\Users\\x\\photo.png") == "photo.png"
+    assert display_name("a\x00b\nc.jpg") == "abc.jpg"
+    assert display_name("") == "upload" and len(display_name("x" * 500)) == 120
+    client = user_client(app)
+    assert upload(client, name="../../../secret_key").status_code == 303
+    with app.app_context():
+        record = db.session.execute(db.select(Prediction)).scalar_one()
+        assert record.original_name == "secret_key" and record.file_id not in ("secret_key",)
+    assert (Path(app.instance_path) / "secret_key").read_text().strip() == app.config["SECRET_KEY"]
+
+
+def test_the_language_choice_survives_login_and_logout(app):
+    client = app.test_client()
+    register(client)
+    client.get("/lang/en")
+    login(client)
+    assert "Log out" in client.get("/").get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": csrf(client, "/account")})
+    assert "Log in" in client.get("/login").get_data(as_text=True)

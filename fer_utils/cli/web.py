@@ -111,6 +111,9 @@ def share_tunnel(port: int, env=None):
 @click.option("--no-rate-limit", is_flag=True, help="Turn the rate limits off (benchmarks on 127.0.0.1 only).")
 def serve(host, port, threads, bundle, data_path, instance, share, debug, no_rate_limit):
     """Serve the web site with waitress (a production WSGI server)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = {}
     if data_path is not None:
         config["FER_DATA"] = str(data_path)

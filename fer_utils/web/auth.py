@@ -76,7 +76,7 @@ def login():
         elif not user.active:
             flash(_("This account is disabled. Ask an administrator."), "error")
         else:
-            session.clear()  # a fresh session at login (no fixation)
+            _fresh_session()  # no fixation: nothing of the anonymous session but its language
             login_user(user)
             return redirect(safe_next(request.args.get("next")) or url_for("predict.index"))
         return render_template("auth/login.html", form=form), 401
@@ -92,12 +92,17 @@ def _dummy_hash() -> str:
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    lang = session.get("lang")
     logout_user()
+    _fresh_session()
+    return redirect(url_for("auth.login"))
+
+
+def _fresh_session() -> None:
+    """Clear the session, keeping only the visitor's language choice."""
+    lang = session.get("lang")
     session.clear()
     if lang:
         session["lang"] = lang
-    return redirect(url_for("auth.login"))
 
 
 @bp.route("/account", methods=["GET"])

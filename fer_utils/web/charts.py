@@ -52,6 +52,8 @@ def render(chart: str, rows: list[tuple[str, datetime]], lang: str) -> bytes:
         ax.set_ylabel(text["count"])
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        if len(days) < 4:  # a bar or two must not fill the whole width
+            ax.set_xlim(-2, len(days) + 1)
         ax.tick_params(axis="x", labelrotation=30)
     ax.set_title(text[chart])
     out = io.BytesIO()

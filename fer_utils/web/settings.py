@@ -1,7 +1,8 @@
 """The site's settings: defaults, the instance folder, and the secret key.
 
-``create_app(config)`` starts from :data:`DEFAULTS`, then the environment (``FER_SECRET_KEY``,
-``FER_WEB_BUNDLE``, ``FER_RETENTION_DAYS``), then ``config``. The secret key is never written in
+``create_app(config)`` starts from :data:`DEFAULTS`, then the environment (:data:`ENVIRONMENT`:
+``FER_SECRET_KEY``, ``FER_WEB_BUNDLE``, ``FER_RETENTION_DAYS``, ``FER_RATELIMIT_STORAGE_URI``,
+``FER_SECURE_COOKIES``), then ``config``. The secret key is never written in
 code: it comes from ``FER_SECRET_KEY`` or is generated once into ``<instance>/secret_key``
 (mode 0600) and read from there on every start, so sessions survive a restart.
 """
@@ -51,7 +52,8 @@ DEFAULTS: dict = {
     "RETENTION_DAYS": None,
 }
 
-ENVIRONMENT = {"FER_SECRET_KEY": "SECRET_KEY", "FER_WEB_BUNDLE": "FER_BUNDLE", "FER_RETENTION_DAYS": "RETENTION_DAYS"}
+ENVIRONMENT = {"FER_SECRET_KEY": "SECRET_KEY", "FER_WEB_BUNDLE": "FER_BUNDLE", "FER_RETENTION_DAYS": "RETENTION_DAYS",
+               "FER_RATELIMIT_STORAGE_URI": "RATELIMIT_STORAGE_URI", "FER_SECURE_COOKIES": "SESSION_COOKIE_SECURE"}
 
 
 def from_environment(env=None) -> dict:
@@ -60,6 +62,11 @@ def from_environment(env=None) -> dict:
     found = {key: env[name] for name, key in ENVIRONMENT.items() if env.get(name)}
     if "RETENTION_DAYS" in found:
         found["RETENTION_DAYS"] = retention_days(found["RETENTION_DAYS"], "FER_RETENTION_DAYS")
+    if "SESSION_COOKIE_SECURE" in found:
+        value = found["SESSION_COOKIE_SECURE"].strip().lower()
+        if value not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"FER_SECURE_COOKIES: expected 1/0 (true/false), got {value!r}")
+        found["SESSION_COOKIE_SECURE"] = found["REMEMBER_COOKIE_SECURE"] = value in ("1", "true", "yes")
     return found
 
 
