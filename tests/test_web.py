@@ -604,7 +604,7 @@ def test_korean_by_default_english_on_request(app):
 def test_every_message_of_the_site_has_a_korean_translation():
     """Extracts every translatable string (code and templates) as pybabel would, and checks the
     Korean catalogue translates each, with the same %(name)s fields."""
-    from babel.messages.extract import extract_from_dir
+    from babel.messages.extract import extract_from_dir, extract_python
     from babel.messages.pofile import read_po
 
     import fer_utils.web as web
@@ -613,7 +613,10 @@ def test_every_message_of_the_site_has_a_korean_translation():
     method_map = [("**.py", "python"), ("**/templates/**.html", "jinja2")]
     keywords = {"_": None, "gettext": None, "_l": None, "_n": None, "lazy_gettext": None, "ngettext": (1, 2)}
     found = {message for *_, message, _, _ in extract_from_dir(str(root), method_map, keywords=keywords)}
+    with (root.parent / "uploads.py").open("rb") as handle:  # the upload checks the site shares
+        found |= {message for _, _, message, _ in extract_python(handle, keywords, [], {})}
     assert len(found) > 80 and any(isinstance(m, tuple) for m in found)
+    assert "%(name)s is empty" in found
     with (root / "translations/ko/LC_MESSAGES/messages.po").open("rb") as handle:
         catalog = read_po(handle, locale="ko")
     fields = re.compile(r"%\((\w+)\)")

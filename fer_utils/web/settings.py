@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..cache import atomic_write
 from ..errors import ConfigError
+from ..uploads import MAX_IMAGE_PIXELS
 
 SECRET_FILE = "secret_key"
 DATABASE_FILE = "fer.sqlite3"
@@ -23,7 +24,7 @@ DEFAULTS: dict = {
     # Uploads: the request size limit (413 beyond it) and the decoded-size limit (a decompression
     # bomb is a small file that decodes to a huge image: refused before its pixels are decoded).
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
-    "MAX_IMAGE_PIXELS": 40_000_000,
+    "MAX_IMAGE_PIXELS": MAX_IMAGE_PIXELS,
     # The model: a bundle folder, or None to serve the best validation macro F1 among the bundles
     # trained on FER_DATA (default: the project's synthetic data set), optionally of one kind.
     "FER_BUNDLE": None,
