@@ -235,3 +235,29 @@ def class_change(frame: pd.DataFrame, ax=None, title: str = "Per-class F1: fused
     ax.set_ylabel("F1 change")
     ax.set_title(title)
     return ax
+
+
+def probability_bars(probabilities: dict[str, float], ax=None, compare: dict[str, float] | None = None,
+                     compare_label: str | None = None, title: str = "Probability of each class"):
+    """Horizontal bars of one image's class probabilities (classes in canonical order, the most
+    probable highlighted); ``compare``: a second set drawn as outlines (e.g. the same image with a
+    neutral caption)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 2.8))
+    values = [probabilities[name] for name in EMOTIONS]
+    best = int(np.argmax(values))
+    y = np.arange(len(EMOTIONS))
+    colours = ["#2563eb" if i == best else "#93c5fd" for i in range(len(EMOTIONS))]
+    ax.barh(y, values, color=colours, label="probability" if compare else None)
+    if compare is not None:
+        ax.barh(y, [compare[name] for name in EMOTIONS], fill=False, edgecolor="#111827", linewidth=1.2,
+                label=compare_label)
+        ax.legend(fontsize=8, loc="lower right")
+    for i, value in enumerate(values):
+        ax.text(min(value + 0.01, 0.9), i, f"{100 * value:.1f}%", va="center", fontsize=8)
+    ax.set_yticks(y, [f"{name} {KOREAN[name]}" for name in EMOTIONS], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(title, fontsize=10)
+    return ax
