@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from .base import project
 
 
 TEMPLATE = "fer"
@@ -27,9 +26,14 @@ def dashboard_environment(bundles: Path | None, data: Path | None, bundle: Path 
     """The environment the dashboard's kernel reads its folders from (``FER_DASHBOARD_*``, ``FER_HOME``)."""
     from ..dashboard import ENV_BUNDLE, ENV_BUNDLES, ENV_DATA, NOTEBOOK
 
+    from ..paths import ENV_DIRS, project_paths
+
     env = dict(os.environ if env is None else env)
-    folders = project()
+    folders = project_paths(env)
     env["FER_HOME"] = str(folders.root)
+    for name, variable in ENV_DIRS.items():  # absolute: Voila starts the kernel in the notebook's folder
+        if env.get(variable):
+            env[variable] = str(getattr(folders, name))
     share = str(Path(NOTEBOOK).parent / "share")  # where Voila finds the dashboard's template
     env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [share, env.get("JUPYTER_PATH")]))
     for name, value in ((ENV_BUNDLES, bundles), (ENV_DATA, data), (ENV_BUNDLE, bundle)):

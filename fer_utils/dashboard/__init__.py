@@ -72,12 +72,15 @@ def bundle_choices(settings: Settings) -> tuple[list[BundleChoice], str | None, 
     (the message says so). No bundle at all: no choices and a message with the command that makes one."""
     from ..predict import bundle_summary, choose_bundle, list_bundles
 
-    servable, _skipped = list_bundles(settings.bundles)
+    servable, skipped = list_bundles(settings.bundles)
     if settings.bundle is not None:
         named = bundle_summary(settings.bundle)
         servable = [named] + [s for s in servable if Path(s["path"]).resolve() != Path(settings.bundle).resolve()]
     if not servable:
-        return [], None, NO_BUNDLE.format(root=settings.bundles)
+        message = NO_BUNDLE.format(root=settings.bundles)
+        if skipped:
+            message += f" ({len(skipped)} bundle folder(s) there cannot be chosen automatically, e.g. {skipped[0]})"
+        return [], None, message
     servable.sort(key=lambda s: -(s["val_macro_f1"] if isinstance(s["val_macro_f1"], (int, float)) else -1))
     choices = [BundleChoice(_label(s, settings.bundles), s["path"], s) for s in servable]
     if settings.bundle is not None:
@@ -171,7 +174,7 @@ def analyse(predictor, name: str, data: bytes) -> Analysis:
     except UploadError as exc:
         return Analysis(name=name, error=str(exc), seconds=time.perf_counter() - start)
     crop = crop_face(checked.image)
-    result = Analysis(name=checked.name, face=crop.image, face_notice=crop.notice() if not crop.found else None)
+    result = Analysis(name=checked.name, face=crop.image, face_notice=crop.notice())
     if isinstance(predictor, FusedPredictor):
         contribution = text_contribution(predictor, crop.image)
         result.contribution = contribution
