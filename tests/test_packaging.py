@@ -33,7 +33,6 @@ NOT_IMPORTED = {
     "voila": "web extra: serves the dashboard issue's notebook",
     "ipywidgets": "web extra: the dashboard issue's widgets",
     "pytest-timeout": "pytest plugin, configured by `timeout` in [tool.pytest.ini_options]",
-    "playwright": "the browser tests load it with pytest.importorskip, so they skip with a reason without it",
 }
 # Imported only when a user asks for it, and not declared on purpose, with the reason.
 OPTIONAL_IMPORTS = {
