@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 from .options import (
-    CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS,
-    MONITORS, OPTIMIZERS, RAFDB_VARIANTS, TEXT_ENCODERS,
+    AUGMENTATION_SETTINGS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS, FUSION_CONTROLS, FUSION_INPUTS,
+    FUSION_NORMS, IMBALANCE_TREATMENTS, LOSSES, MONITORS, OPTIMIZERS, RAFDB_VARIANTS, SAMPLERS, TEXT_ENCODERS,
 )
 from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
 
@@ -91,6 +91,7 @@ class NotebookConfig:
 
     ``choices`` lists the allowed values of a field; ``minimums`` the least value of a numeric one
     (a value of another type, such as the "auto" of ``int | Literal["auto"]``, is not compared).
+    Both apply to each element of a list field.
     """
 
     notebook: ClassVar[str] = ""
@@ -121,13 +122,16 @@ class NotebookConfig:
                 checked[key] = _check_type(key, value, hints[key])
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-            allowed = cls.choices.get(key)
-            if allowed is not None and checked[key] not in allowed:
-                raise ConfigError(f"{where}: parameter {key!r} must be one of "
-                                  f"{', '.join(map(str, allowed))}; got {value!r}")
-            low = cls.minimums.get(key)
-            if low is not None and isinstance(checked[key], (int, float)) and checked[key] < low:
-                raise ConfigError(f"{where}: parameter {key!r} must be >= {low}; got {value!r}")
+            is_list = isinstance(checked[key], list)
+            items = checked[key] if is_list else [checked[key]]
+            allowed, low = cls.choices.get(key), cls.minimums.get(key)
+            for item in items:
+                got = f"; got {item!r} in {value!r}" if is_list else f"; got {value!r}"
+                if allowed is not None and item not in allowed:
+                    raise ConfigError(f"{where}: parameter {key!r} must be one of {', '.join(map(str, allowed))}{got}")
+                if (low is not None and isinstance(item, (int, float)) and not isinstance(item, bool)
+                        and item < low):
+                    raise ConfigError(f"{where}: parameter {key!r} must be >= {low}{got}")
         if partial:
             return checked
         return cls(**checked)
@@ -173,18 +177,20 @@ class DataOverviewConfig(DataConfig):
     run_dir: str = "data/runs/01_data/default"
 
 
-@register("02_cnn_baselines")
 @dataclasses.dataclass(frozen=True)
-class CNNBaselineConfig(DataConfig):
-    """One CNN trained on the training split, selected on validation, tested once."""
+class CNNRecipeConfig(DataConfig):
+    """How a CNN is trained (the parameters of ``experiment.train_cnn`` but the augmentation): shared
+    by the CNN baselines and the augmentation study."""
 
     model: str = "densenet121"
     pretrained: bool = False
     image_size: int = 224
     normalization: str = "half"        # "half": mean = std = 0.5 as the original; "imagenet"
-    augmentation: str = "none"
-    rrc_scale_min: float = 0.8
-    class_weights: str = "none"
+    class_weights: str = "none"        # none | inverse | effective (fer_utils.data.weights)
+    class_weight_beta: float = 0.999   # the effective number's beta, in (0, 1)
+    loss: str = "cross_entropy"        # cross_entropy | focal (the class weights as its alpha)
+    focal_gamma: float = 2.0           # focal: 0 is the cross-entropy
+    sampler: str = "none"              # none (shuffled) | balanced (every class equally likely)
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"            # adam (the original) | adamw | sgd (momentum 0.9)
@@ -200,15 +206,75 @@ class CNNBaselineConfig(DataConfig):
     num_workers: int | Literal["auto"] = 0
     channels_last: bool = True         # faster on CPU (1.25-1.35x) and GPU; same results
     n_bootstrap: int = 1000
-    save_bundle: bool = True
-    run_dir: str = "data/runs/02_cnn_baselines/default"
 
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices,
-        "model": CNN_ARCHITECTURES, "augmentation": AUGMENTATIONS, "class_weights": CLASS_WEIGHTS,
+        "model": CNN_ARCHITECTURES, "class_weights": CLASS_WEIGHTS, "loss": LOSSES, "sampler": SAMPLERS,
         "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS), "optimizer": OPTIMIZERS,
     }
-    minimums: ClassVar[dict[str, float]] = {"num_workers": 0, "warmup_epochs": 0}
+    minimums: ClassVar[dict[str, float]] = {"num_workers": 0, "warmup_epochs": 0, "focal_gamma": 0,
+                                            "class_weight_beta": 0}
+
+
+@register("02_cnn_baselines")
+@dataclasses.dataclass(frozen=True)
+class CNNBaselineConfig(CNNRecipeConfig):
+    """One CNN trained on the training split, selected on validation, tested once."""
+
+    augmentation: str = "none"
+    rrc_scale_min: float = 0.8
+    save_bundle: bool = True
+    run_dir: str = "data/runs/02_cnn_baselines/default"
+
+    choices: ClassVar[dict[str, tuple]] = {**CNNRecipeConfig.choices, "augmentation": AUGMENTATIONS}
+
+
+@register("07_augmentation")
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig(CNNRecipeConfig):
+    """One CNN recipe trained under every augmentation setting and seed, each compared with no
+    augmentation on the same test images (fer_utils.ablation_study). ``seed`` makes the split;
+    ``seeds`` are the training seeds. The defaults are the full study's grid."""
+
+    model: str = "resnet18"
+    normalization: str = "imagenet"
+    settings: list[str] = dataclasses.field(default_factory=lambda: list(AUGMENTATION_SETTINGS))
+    rotate_degrees: float = 15.0       # hflip_rotate and minority: RandomRotation(+-rotate_degrees)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3])
+    run_dir: str = "data/runs/07_augmentation/default"
+
+    choices: ClassVar[dict[str, tuple]] = {**CNNRecipeConfig.choices, "settings": tuple(AUGMENTATION_SETTINGS)}
+    minimums: ClassVar[dict[str, float]] = {**CNNRecipeConfig.minimums, "rotate_degrees": 0, "seeds": 0,
+                                            "epochs": 1, "batch_size": 1, "patience": 1, "n_bootstrap": 1}
+
+
+@register("08_class_weights")
+@dataclasses.dataclass(frozen=True)
+class ClassImbalanceConfig(NotebookConfig):
+    """Class-imbalance treatments (class weights, focal loss, a class-balanced sampler) on the
+    fusion study's inputs: a head on the frozen CNN features and the fusion study's best head on
+    fused features (cached arrays), and with ``train_cnn`` the CNN itself trained under each
+    (fer_utils.ablation_study). The split, the caption settings, the heads' training budget and the
+    CNN recipe are the fusion run's (``fusion_run``) and its CNN bundle's. The defaults are the full
+    study's grid."""
+
+    data_path: str = "data/synthetic"  # the fusion run's data set (checked by fingerprint)
+    fusion_run: str = "default"        # the run of 06_fusion whose inputs and best head are used
+    treatments: list[str] = dataclasses.field(default_factory=lambda: list(IMBALANCE_TREATMENTS))
+    class_weight_betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.99, 0.999, 0.9999])
+    focal_gamma: float = 2.0
+    cnn_head: str = ""                 # the head on CNN features; "": the fused side's head (mlp1 if it needs both)
+    train_cnn: bool = True             # also train the CNN (its bundle's recipe) under each treatment
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3])
+    device: str = "auto"
+    n_bootstrap: int = 1000
+    seed: int = 0                      # seeds the bootstrap resampling
+    runs_root: str = "data/runs"
+    cache_dir: str = "data/cache"
+    run_dir: str = "data/runs/08_class_weights/default"
+
+    choices: ClassVar[dict[str, tuple]] = {"treatments": IMBALANCE_TREATMENTS}
+    minimums: ClassVar[dict[str, float]] = {"class_weight_betas": 0, "focal_gamma": 0, "seeds": 0, "n_bootstrap": 1}
 
 
 @register("03_cnn_compare")

@@ -6,7 +6,8 @@
   confidence intervals (:func:`score_test`) — for a CNN on images or a head on cached arrays;
 - :func:`record` and :func:`save_run`: the run record (and the model bundle).
 
-:func:`train_cnn` strings them together for one CNN. A notebook calls these and keeps only its
+:func:`train_cnn` strings them together for one CNN (:func:`train_cnn_on`: on a split already made,
+under a given augmentation and seed). A notebook calls these and keeps only its
 parameters, plots and the record of results.
 """
 from __future__ import annotations
@@ -52,11 +53,14 @@ _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name 
 
 def training_config(cfg, train_labels=None) -> TrainConfig:
     """The :class:`TrainConfig` of a notebook config: every ``TrainConfig`` field the config has
-    (batch_size, lr, epochs, patience, monitor, seed, device, ...) by name, and the class
-    weights of the scheme ``cfg.class_weights`` computed from ``train_labels``."""
+    (batch_size, lr, epochs, patience, monitor, seed, device, loss, focal_gamma, sampler, ...) by
+    name, and the class weights of the scheme ``cfg.class_weights`` computed from ``train_labels``
+    (the effective number's beta from ``cfg.class_weight_beta``, 0.999 where the config has none)."""
     given = {name: getattr(cfg, name) for name in _TRAIN_FIELDS if hasattr(cfg, name)}
     scheme = getattr(cfg, "class_weights", "none")
-    return TrainConfig(**given, class_weights=class_weights(train_labels, scheme) if scheme != "none" else None)
+    weights = class_weights(train_labels, scheme, beta=getattr(cfg, "class_weight_beta", 0.999)) \
+        if scheme != "none" else None
+    return TrainConfig(**given, class_weights=weights)
 
 
 def score_test(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -111,13 +115,26 @@ def train_cnn(cfg, progress: bool = True) -> TrainedRun:
     """Train ``cfg.model`` on train, early-stop and select on val, evaluate test once."""
     repro.seed_everything(cfg.seed)
     index, data = load_data(cfg)
+    return train_cnn_on(cfg, index, data, cfg.augmentation, cfg.rrc_scale_min, progress=progress)
+
+
+def train_cnn_on(cfg, index: pd.DataFrame, data: dict, augmentation: str = "none", rrc_scale_min: float = 0.8,
+                 rotate_degrees: float = 15, seed: int | None = None, n_bootstrap: int | None = None,
+                 progress: bool = True) -> TrainedRun:
+    """:func:`train_cnn` on a split already made (``index``, ``data`` from :func:`load_data`), with
+    the augmentation preset given, trained with ``seed`` (None: ``cfg.seed``, which also made the
+    split) and scored with ``n_bootstrap`` resamples (None: ``cfg.n_bootstrap``): the studies that
+    train one recipe under several settings call it once per setting and seed."""
+    seed = cfg.seed if seed is None else seed
+    repro.seed_everything(seed)
     prep = preprocessing_of(cfg)
-    datasets = make_datasets(index, prep, cfg.augmentation, (cfg.rrc_scale_min, 1.0))
-    tcfg = training_config(cfg, index.loc[index["split"] == "train", "label"])
+    datasets = make_datasets(index, prep, augmentation, (rrc_scale_min, 1.0), rotate_degrees)
+    tcfg = dataclasses.replace(training_config(cfg, index.loc[index["split"] == "train", "label"]), seed=seed)
     model = create_model(cfg.model, pretrained=cfg.pretrained)
     test = index[index["split"] == "test"]
-    return fit_and_score(model, datasets["train"], datasets["val"], datasets["test"], test["id"],
-                         test["label"], tcfg, data, cfg.n_bootstrap, progress, preprocessing=prep)
+    return fit_and_score(model, datasets["train"], datasets["val"], datasets["test"], test["id"], test["label"],
+                         tcfg, data, cfg.n_bootstrap if n_bootstrap is None else n_bootstrap, progress,
+                         preprocessing=prep)
 
 
 def record(cfg, metrics: dict, data: dict | list, predictions: pd.DataFrame | None = None,

@@ -118,7 +118,9 @@ class FusionRun:
     metrics: dict
 
 
-def _tcfg(cfg) -> TrainConfig:
+def head_training_config(cfg) -> TrainConfig:
+    """How the fusion study trains its heads: the config's budget (batch size, lr, epochs, patience,
+    monitor) in float32 on its device (``auto``: the CPU)."""
     return TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience,
                        monitor=cfg.monitor, device="cpu" if cfg.device == "auto" else cfg.device, amp=False)
 
@@ -138,7 +140,7 @@ def run_fusion(cfg, inputs: FusionInputs | None = None, progress: bool = False, 
     fd = inputs.fd
     cnn_dim, text_dim = fd.cnn.shape[1], fd.text.shape[1]
     dims = {"cnn": (cnn_dim, 0), "text": (0, text_dim), "fused": (cnn_dim, text_dim)}
-    tcfg = _tcfg(cfg)
+    tcfg = head_training_config(cfg)
     runs: list[HeadRun] = []
 
     def train(name, x, variant, which, seed, text_dim=None):
@@ -414,7 +416,7 @@ def export_bundle(cfg, inputs: FusionInputs, run: FusionRun) -> Path | None:
     fd = inputs.fd
     cnn_dim, text_dim = fd.cnn.shape[1], fd.text.shape[1]
     model, again = train_head(head, fuse(fd.cnn, fd.text, "fused", cfg.fusion_norm), fd, cnn_dim, text_dim,
-                              best.seed, _tcfg(cfg), return_model=True)
+                              best.seed, head_training_config(cfg), return_model=True)
     captioner = {"name": cfg.captioner, "model_id": cfg.model_id if cfg.captioner == "blip2" else "",
                  "revision": cfg.revision, "seed": cfg.seed, "dtype": cfg.dtype,
                  "identity": inputs.captioner["identity"]}
@@ -437,5 +439,6 @@ def save_fusion_run(cfg, inputs: FusionInputs, run: FusionRun) -> tuple[Path, Pa
     return folder, bundle
 
 
-__all__ = ["FusionInputs", "FusionRun", "REFERENCE_HEAD", "attention_check", "check_config", "cnn_bundle_of", "export_bundle", "load_inputs",
+__all__ = ["FusionInputs", "FusionRun", "REFERENCE_HEAD", "attention_check", "check_config", "cnn_bundle_of", "export_bundle",
+           "head_training_config", "load_inputs",
            "predictions_long", "results_table", "run_fusion", "save_fusion_run", "summarize", "vote_accuracy"]

@@ -20,6 +20,30 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "inverse", "effective")
 """Loss weighting schemes (see :mod:`fer_utils.data.weights`)."""
+LOSSES: tuple[str, ...] = ("cross_entropy", "focal")
+"""Training losses (:func:`fer_utils.train.training_loss`): the (class-weighted) cross-entropy, or the
+softmax focal loss with the class weights as its alpha."""
+SAMPLERS: tuple[str, ...] = ("none", "balanced")
+"""How training batches are drawn (:func:`fer_utils.models.runtime.make_loader`): shuffled once per
+epoch, or class-balanced (every class equally likely, drawn with replacement)."""
+
+AUGMENTATION_SETTINGS: dict[str, tuple[str, float | None]] = {
+    "none": ("none", None),
+    "hflip": ("hflip", None),
+    "hflip_rotate": ("hflip_rotate", None),
+    "rrc_0.6": ("random_resized_crop", 0.6),
+    "rrc_0.8": ("random_resized_crop", 0.8),
+    "rrc_0.9": ("random_resized_crop", 0.9),
+    "minority": ("minority", None),
+    "hflip_always": ("hflip_always", None),
+}
+"""The settings of the augmentation study (``notebooks/07_augmentation.ipynb``): name -> (augmentation
+preset of :mod:`fer_utils.data.transforms`, the smallest crop scale of a random-resized crop or None).
+``none`` is the plain setting every other is compared with; ``hflip_always`` is the original's flip."""
+IMBALANCE_TREATMENTS: tuple[str, ...] = ("none", "inverse", "effective", "focal", "sampler")
+"""The treatments of the class-imbalance study (``notebooks/08_class_weights.ipynb``): plain
+cross-entropy; inverse-frequency and effective-number class weights; the focal loss; a class-balanced
+sampler. ``none`` is the plain treatment every other is compared with."""
 
 DATA_FORMATS: tuple[str, ...] = ("rafdb", "fer2013", "imagefolder")
 """Data set formats a loader reads (``"auto"`` detects one)."""

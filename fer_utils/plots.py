@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -109,21 +109,37 @@ def per_class_f1(frame: pd.DataFrame, ax=None, hue: str = "model"):
     return ax
 
 
-def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None):
-    """Loss and validation macro F1 per epoch; ``hue`` names a column telling runs apart."""
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain numbers (``0.6``, ``1``, ``2``): the default mathtext labels
+    (``6 x 10^-1``) need a minus glyph that the Korean-capable font lacks."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None, legend_outside: bool = False):
+    """Loss and validation macro F1 per epoch; ``hue`` names a column telling runs apart.
+    ``legend_outside`` puts each legend right of its plot (for many runs, whose legend would cover
+    the curves)."""
+    if axes is None:  # legends outside: one plot above the other, each at the page's width
+        _, axes = plt.subplots(2, 1, figsize=(9, 7)) if legend_outside else plt.subplots(1, 2, figsize=(10, 3.5))
     long = history.melt(id_vars=["epoch"] + ([hue] if hue else []),
                         value_vars=[c for c in ("train_loss", "val_loss") if c in history],
                         var_name="split", value_name="loss")
     sns.lineplot(data=long, x="epoch", y="loss", hue=hue, style="split", ax=axes[0], marker="o")
     axes[0].set_yscale("log")  # a first-epoch spike must not squash the rest of the curve
+    axes[0].yaxis.set_major_formatter(_PlainLogFormatter())
+    axes[0].yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     axes[0].set_title("Loss (log scale)")
     sns.lineplot(data=history, x="epoch", y="val_macro_f1", hue=hue, ax=axes[1], marker="o")
     axes[1].set_title("Validation macro F1")
     axes[1].set_ylim(0, 1)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if legend_outside and ax.get_legend() is not None:
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title_fontsize=8, frameon=False)
+    if legend_outside:
+        axes[0].figure.tight_layout()
     return axes
 
 
@@ -188,20 +204,48 @@ def prompt_comparison(frame: pd.DataFrame, metrics: tuple[str, ...] = ("vote mac
     return ax
 
 
-def fusion_gains(comparisons: pd.DataFrame, ax=None, title: str = "Fused minus CNN-only, test macro F1"):
-    """Each fused variant's macro-F1 gain over the CNN-only head with its paired-bootstrap 95 %
-    interval (a ``compare_to_cnn`` table); a line at 0."""
-    frame = comparisons.reset_index(drop=True)
-    labels = [h if v in ("main", "late") else f"{h} ({v})" for v, h in zip(frame["variant"], frame["head"])]
+def gains(frame: pd.DataFrame, labels, ax=None, title: str = "",
+          xlabel: str = "macro F1 gain (mean over seeds, 95 % interval)"):
+    """One row per entry: a difference (``gain``) with its interval (``gain_low``, ``gain_high``),
+    named by ``labels``, top to bottom; a dashed line at 0."""
+    frame = frame.reset_index(drop=True)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
     y = np.arange(len(frame))
     ax.errorbar(frame["gain"], y, xerr=[frame["gain"] - frame["gain_low"], frame["gain_high"] - frame["gain"]],
                 fmt="o", capsize=3)
     ax.axvline(0, color="0.4", linestyle="--", linewidth=1)
-    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_yticks(y, list(labels), fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("macro F1 gain (mean over seeds, 95 % interval)")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return ax
+
+
+def fusion_gains(comparisons: pd.DataFrame, ax=None, title: str = "Fused minus CNN-only, test macro F1"):
+    """Each fused variant's macro-F1 gain over the CNN-only head with its paired-bootstrap 95 %
+    interval (a ``compare_to_cnn`` table); a line at 0."""
+    labels = [h if v in ("main", "late") else f"{h} ({v})" for v, h in zip(comparisons["variant"], comparisons["head"])]
+    return gains(comparisons, labels, ax=ax, title=title)
+
+
+def recall_heatmap(recall: pd.DataFrame, highlight=("fear", "disgust"), ax=None,
+                   title: str = "Recall per class (test)"):
+    """Recall per setting (rows) and class (columns, :data:`EMOTIONS` order), annotated, with the
+    ``highlight`` classes boxed and their names in bold: the minority classes a treatment is for."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8.5, 0.45 * len(recall) + 1.6))
+    classes = [c for c in EMOTIONS if c in recall.columns]
+    sns.heatmap(recall[classes].astype(float), annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False,
+                xticklabels=[class_label(c) for c in classes], yticklabels=list(recall.index), ax=ax,
+                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 9})
+    for k, name in enumerate(classes):
+        if name in highlight:
+            ax.add_patch(plt.Rectangle((k, 0), 1, len(recall), fill=False, edgecolor="tab:red", linewidth=2.5))
+            ax.get_xticklabels()[k].set_fontweight("bold")
+            ax.get_xticklabels()[k].set_color("tab:red")
+    ax.tick_params(axis="x", labelrotation=0, labelsize=9)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=9)
     ax.set_title(title)
     return ax
 

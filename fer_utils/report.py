@@ -72,6 +72,9 @@ SETTINGS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("normalization", "normalisation", _normalization),
     ("augmentation", "augmentation", str),
     ("class_weights", "class weights", str),
+    ("loss", "loss", lambda v: "cross-entropy" if v == "cross_entropy" else f"{v} loss"),
+    ("sampler", "training batches", lambda v: "class-balanced (sampled with replacement)" if v == "balanced"
+     else "shuffled"),
     ("batch_size", "batch size", str),
     ("optimizer", "optimizer", lambda v: _OPTIMIZERS.get(v, str(v))),
     ("lr", "learning rate", lambda v: f"{v:g}"),
@@ -243,7 +246,9 @@ def interpretation(records: dict[str, dict]) -> str:
     return _paragraphs(" ".join(results), failure_report(records), _limitations(records))
 
 
-def _verdict(by_mcnemar: bool, by_bootstrap: bool | None) -> str:
+def verdict(by_mcnemar: bool, by_bootstrap: bool | None) -> str:
+    """How a paired comparison reads: significant by McNemar's test and/or by the paired-bootstrap
+    interval (None: no interval computed), or not."""
     if by_bootstrap is None:                     # no bootstrap interval was computed
         return "significant" if by_mcnemar else "not significant"
     if by_mcnemar and by_bootstrap:
@@ -262,12 +267,12 @@ def _significance(tests: pd.DataFrame) -> str:
     for _, row in tests.iterrows():
         interval = (row["95% CI low"], row["95% CI high"]) if bootstrap else None
         excludes_0 = None if interval is None else bool(interval[0] > 0 or interval[1] < 0)
-        verdict = _verdict(row["p_holm"] < ALPHA, excludes_0)
+        said = verdict(row["p_holm"] < ALPHA, excludes_0)
         pair = f"{_model(row['A'])} vs {_model(row['B'])}" + (f" (seed {row['seed']})" if several_seeds else "")
         numbers = f"McNemar p = {row['p_holm']:.3g} after Holm"
         if interval:
             numbers += f"; difference in macro F1 {row['macro F1 A − B']:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
-        lines.append(f"- {pair}: {verdict} ({numbers})")
+        lines.append(f"- {pair}: {said} ({numbers})")
     rule = f"Holm-adjusted McNemar p < {ALPHA}" + (
         "; paired-bootstrap 95 % interval of the macro-F1 difference excluding 0" if bootstrap else "")
     return f"**Are the test differences significant?** ({rule})\n\n" + "\n".join(lines)

@@ -29,7 +29,7 @@ from fer_utils.models.runtime import (
     resolve_device,
     to_device,
 )
-from fer_utils.options import MONITORS, OPTIMIZERS
+from fer_utils.options import LOSSES, MONITORS, OPTIMIZERS, SAMPLERS
 from fer_utils.repro import seed_everything
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
@@ -40,7 +40,10 @@ class TrainConfig:
     """Settings of :func:`fit`. A wrong value raises :class:`~fer_utils.errors.ConfigError`.
 
     ``class_weights`` (a tensor of ``num_classes`` weights, see ``fer_utils.data.class_weights``)
-    weights the training loss only; the validation loss is the plain cross-entropy.
+    weights the training loss only; the validation loss is the plain cross-entropy. ``loss`` is
+    ``"cross_entropy"`` or ``"focal"`` (:func:`focal_loss` with ``focal_gamma``, the class weights
+    as its alpha); ``sampler="balanced"`` draws training batches class-balanced
+    (:func:`~fer_utils.models.runtime.balanced_sampler`, seeded by ``seed``); validation is unchanged.
     ``amp`` enables mixed precision on CUDA only (bfloat16 where supported, else float16 with a
     gradient scaler); CPU training stays in float32. ``num_workers`` may be ``"auto"``.
     ``restore_best`` (the default) ends with the weights of the best epoch on ``monitor``;
@@ -65,13 +68,16 @@ class TrainConfig:
     channels_last: bool = False
     restore_best: bool = True
     warmup_epochs: float = 0.0
+    loss: str = "cross_entropy"
+    focal_gamma: float = 2.0
+    sampler: str = "none"
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"TrainConfig.{name} must be an int >= {low}, got {value!r}")
-        for name in ("lr", "weight_decay", "warmup_epochs"):
+        for name in ("lr", "weight_decay", "warmup_epochs", "focal_gamma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
@@ -81,6 +87,10 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"TrainConfig.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"TrainConfig.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
                                            or self.num_workers < 0):
             raise ConfigError(f"TrainConfig.num_workers must be 'auto' or an int >= 0, got {self.num_workers!r}")
@@ -113,6 +123,40 @@ class FitResult:
     device: str
     kept_epoch: int = 0
     """The epoch whose weights the model holds."""
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The softmax focal loss (Lin et al., ICCV 2017) of a batch, for one label per sample.
+
+    With ``p_i`` the softmax probability of sample ``i``'s true class ``y_i`` and ``a_c`` the weight
+    of class ``c`` (``weight``; all 1 when None)::
+
+        FL_i = -a_{y_i} * (1 - p_i) ** gamma * log(p_i)
+        loss = sum_i FL_i / sum_i a_{y_i}
+
+    i.e. the mean over the batch weighted as torch's weighted cross-entropy is (normalised by the
+    summed weights of the batch's samples, not by its size; without weights, the plain mean). So
+    ``gamma = 0`` is exactly ``F.cross_entropy(logits, target, weight=weight)``, and ``gamma > 0``
+    scales down the loss of samples already classified with confidence. Computed in float32.
+
+    torch has no multi-class focal loss; ``torchvision.ops.sigmoid_focal_loss`` is the binary /
+    multi-label form (one sigmoid per class, every class a separate yes/no), not this softmax one.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+    loss = -(1 - log_p.exp()).clamp_min(0).pow(gamma) * log_p
+    if weight is None:
+        return loss.mean()
+    alpha = weight.to(loss.dtype)[target]
+    return (alpha * loss).sum() / alpha.sum()
+
+
+def training_loss(config: TrainConfig, weights: torch.Tensor | None = None):
+    """``f(logits, target) -> loss`` of ``config.loss``: the cross-entropy or :func:`focal_loss`,
+    each weighted by ``weights`` (the class weights, on the training device)."""
+    if config.loss == "focal":
+        return lambda logits, target: focal_loss(logits, target, config.focal_gamma, weights)
+    return lambda logits, target: F.cross_entropy(logits, target, weight=weights)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -174,9 +218,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     weights = config.class_weights.to(device) if config.class_weights is not None else None
+    loss_fn = training_loss(config, weights)
     # A last batch of one sample breaks BatchNorm in training mode: drop it in that case only.
     train_loader = make_loader(train_ds, config.batch_size, device, config.num_workers, shuffle=True,
-                               seed=config.seed, drop_last=len(train_ds) % config.batch_size == 1)
+                               seed=config.seed, drop_last=len(train_ds) % config.batch_size == 1,
+                               balanced=config.sampler == "balanced")
     val_loader = make_loader(val_ds, config.batch_size, device, config.num_workers)
     optimizer = _optimizer(model, config)
     warmup = Warmup(optimizer, math.ceil(config.warmup_epochs * len(train_loader)))
@@ -193,7 +239,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, use_amp):
                 logits = call_model(model, x)
-                loss = F.cross_entropy(logits, y, weight=weights)
+                loss = loss_fn(logits, y)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

@@ -246,7 +246,8 @@ def test_committed_toc_is_rendered_from_the_manifest():
     sections = {c["file"]: c.get("sections") for c in chapters}
     assert sections["book/experiments/03_cnn_compare/default"] == [{"glob": "book/experiments/02_cnn_baselines/*"}]
     assert sections["book/experiments/05_vlm_compare/default"] == [{"glob": "book/experiments/04_vlm_prompts/*"}]
-    assert chapters[-1] == {"file": "book/experiments/06_fusion/default"}
+    assert chapters[-3:] == [{"file": f"book/experiments/{stem}/default"}
+                             for stem in ("06_fusion", "07_augmentation", "08_class_weights")]
 
 
 def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
@@ -418,7 +419,8 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     assert json.loads((bundle / "bundle.json").read_text())["kind"] == "fused"
     # the introduction's status section is written from the run records at build time
     status = (paths.root / "book" / "generated" / "status.md").read_text(encoding="utf-8")
-    assert "| CNN baselines | measured | 6 |" in status and "| planned |" in status
+    assert "| CNN baselines | measured | 6 |" in status and "| planned |" not in status   # nothing left planned
+    assert "| Augmentation: which transforms help? | measured | 1 |" in status
     assert "Findings so far" in status and "synthetic" in status
     intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
     assert "Where the study stands" in intro and "Findings so far" in intro
@@ -427,7 +429,12 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
         mp.setenv(ENV_HOME, str(paths.root))
         res = CliRunner().invoke(main, ["study", "check", "--profile", "quick", "--data", str(synthetic_rafdb)])
     assert res.exit_code == 0, res.output
-    assert "study check passed: 13 run(s) of profile 'quick'" in res.output
+    assert "study check passed: 15 run(s) of profile 'quick'" in res.output
+    for stem, heading in (("07_augmentation", "Adopted:"), ("08_class_weights", "The class weights")):
+        page = html_lib.unescape(re.sub(r"<[^>]+>", " ", (html / "book" / "experiments" / stem / "default.html")
+                                        .read_text(encoding="utf-8")))
+        assert heading in page and "n = 1 per " in page and "Reduced grid" in page
+        assert "Synthetic data" in page and "Traceback" not in page
 
 
 def test_pages_show_folders_relative_to_the_project(tmp_path):
@@ -442,3 +449,29 @@ def test_page_titles_write_architectures_as_the_text_names_them():
     assert study.display_run_name("resnet18") == "ResNet18"
     assert study.display_run_name("densenet121-hflip-s2") == "DenseNet121-hflip-s2"
     assert study.display_run_name("hflip-inverse") == "hflip-inverse"
+
+
+@pytest.mark.slow
+def test_the_ablation_notebooks_record_every_setting_and_seed(quick_study):
+    """07 and 08 (quick profile): one record each with every setting, the paired tests against the
+    plain setting and the adoption; 08 on the fusion run's inputs (its plain heads repeat 06's runs)
+    and, as the quick profile sets train_cnn, on the CNN trained end to end."""
+    from fer_utils import ablation
+    from fer_utils.options import AUGMENTATION_SETTINGS, IMBALANCE_TREATMENTS
+
+    paths, _ = quick_study
+    aug = runs.load_run(paths.runs / "07_augmentation" / "default")
+    m = aug["metrics"]
+    assert m["settings"] == {"cnn": list(AUGMENTATION_SETTINGS)} and m["seeds"] == [1]
+    assert len(aug["predictions"]) == len(AUGMENTATION_SETTINGS) * m["n"]
+    assert len(m["comparisons"]) == len(AUGMENTATION_SETTINGS) - 1 and m["adoption"]["cnn"]["adopted"]
+    assert not ablation.results_table(m, "cnn").astype(str).apply(lambda c: c.str.contains("±")).any().any()
+    imb = runs.load_run(paths.runs / "08_class_weights" / "default")
+    m = imb["metrics"]
+    assert set(m["groups"]) == {"cnn_head", "fused_head", "cnn"}
+    assert {len(v) for v in m["settings"].values()} == {len(IMBALANCE_TREATMENTS)}
+    fusion = runs.load_run(paths.runs / "06_fusion" / "default")["metrics"]
+    assert m["fusion"]["fused_head"] == fusion["controls_and_sweep_head"]
+    assert m["fusion"]["cnn_bundle"] == fusion["cnn_bundle"]["path"]
+    assert m["fusion"]["reproduced"] and all(r["macro_f1"] == r["fusion_macro_f1"] for r in m["fusion"]["reproduced"])
+    assert set(m["chosen_beta"].values()) <= {0.9, 0.999}

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset,
+                              TensorDataset, WeightedRandomSampler)
 
 from fer_utils.errors import ConfigError
 
@@ -70,21 +71,58 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """The class label of every sample of ``dataset``, in order (int64): a
+    :class:`~fer_utils.data.FERDataset`'s ``labels``, the second tensor of a ``TensorDataset(x, y)``
+    (cached features), or those of a ``Subset`` of either. Anything else is a
+    :class:`~fer_utils.errors.ConfigError`: the labels are not known without reading every sample."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    labels = getattr(dataset, "labels", None)
+    if labels is None and isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        labels = dataset.tensors[1]
+    if labels is None:
+        raise ConfigError(f"a class-balanced sampler needs the training labels, but a {type(dataset).__name__} "
+                          "exposes none: use a FERDataset (.labels), a TensorDataset(x, y) or a Subset of one")
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    if labels.ndim != 1 or len(labels) != len(dataset):
+        raise ConfigError(f"the labels of a {type(dataset).__name__} must be one per sample: got shape "
+                          f"{tuple(labels.shape)} for {len(dataset)} samples")
+    return labels
+
+
+def balanced_sampler(labels, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """A class-balanced sampler: each draw picks a sample with probability ``1 / (K * n_c)`` (weight
+    ``1 / n_c`` for a sample of class ``c`` with ``n_c`` samples, ``K`` the classes present), so every
+    class is equally likely; ``len(labels)`` draws per epoch, with replacement (a minority image is
+    seen several times an epoch, a majority image may not be seen at all). Seeded by ``generator``."""
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    counts = torch.bincount(labels)
+    weights = 1.0 / counts[labels].double()
+    return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+
+
 def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int | str = "auto",
-                shuffle: bool = False, seed: int | None = None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader set up for ``device``: seeded shuffling, seeded workers, persistent workers, pinning."""
+                shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
+                balanced: bool = False) -> DataLoader:
+    """A DataLoader set up for ``device``: seeded shuffling, seeded workers, persistent workers, pinning.
+
+    ``balanced`` draws the samples with :func:`balanced_sampler` (from :func:`dataset_labels`,
+    seeded by ``seed``) instead of shuffling them: for a training loader only."""
     workers = default_num_workers(device) if num_workers == "auto" else int(num_workers)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    sampler = balanced_sampler(dataset_labels(dataset), generator) if balanced else None
     if isinstance(dataset, TensorDataset) and workers == 0:
         # Cached arrays: fetch each batch with one tensor index instead of one __getitem__ per
         # sample and a collate (fusion heads trained 2-3x faster). The sampler is the one the
         # plain path builds, drawing from the same generator, so the batches are identical.
-        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        if sampler is None:
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None,
                           generator=generator, pin_memory=device.type == "cuda")
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
-        num_workers=workers, worker_init_fn=_seed_worker if workers else None,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
+        generator=generator, num_workers=workers, worker_init_fn=_seed_worker if workers else None,
         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
     )
 
