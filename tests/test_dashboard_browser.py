@@ -8,11 +8,10 @@ template drops Voila's CDN links) and the page may log no console error.
 
 Full-page screenshots go to ``_build/test-artifacts/dashboard/``. Skipped, with the reason, when
 Chromium cannot be started (``make test`` installs Debian's ``chromium``). The helpers that start
-Chromium are those of ``test_web_browser.py``.
+Chromium are in ``tests/browser.py``, shared with ``test_web_browser.py``.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,11 +21,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 import pytest
 import torch
+from browser import LOCAL_HOST, Watch, chromium
 
 from fer_utils.data import describe_dataset, load_dataset
 from fer_utils.labels import EMOTIONS
@@ -36,81 +34,15 @@ from fer_utils.preprocessing import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "_build" / "test-artifacts" / "dashboard"
-CHROMIUM = os.environ.get("FER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
-LOCAL_HOST = "127.0.0.1"
 TIMEOUT_MS = 15_000
 READY_MS = 60_000            # Voila executes the whole notebook before the widgets appear
 SERVER_START_S = 90
 FIRST_ANSWER_S = 3.0         # first prediction within 3 s of the upload, default bundle, 2 CPU cores
 
 
-# ---- Chromium (as in test_web_browser.py) --------------------------------------------------------------
-
-def korean_fonts_env(folder: Path) -> dict:
-    """The environment for Chromium with koreanize-matplotlib's NanumGothic added to the system's
-    fonts (the dashboard names classes in Korean too). Unchanged when that package is missing."""
-    spec = importlib.util.find_spec("koreanize_matplotlib")
-    fonts = Path(spec.origin).parent / "fonts" if spec and spec.origin else None
-    if fonts is None or not fonts.is_dir():
-        return dict(os.environ)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "fonts.conf"
-    config.write_text('<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n'
-                      '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
-                      f"  <dir>{escape(str(fonts))}</dir>\n  <cachedir>{escape(str(folder / 'cache'))}</cachedir>\n"
-                      "</fontconfig>\n", encoding="utf-8")
-    return {**os.environ, "FONTCONFIG_FILE": str(config)}
-
-
-def launch_chromium(playwright, env: dict | None = None):
-    """``(browser, None)``, or ``(None, why Chromium cannot be used here)``."""
-    if not Path(CHROMIUM).is_file():
-        return None, (f"no Chromium at {CHROMIUM} (install Debian's `chromium`, as `make test` does, "
-                      "or set FER_CHROMIUM to a Chromium binary)")
-    try:
-        return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env,
-                                          timeout=30_000), None
-    except Exception as exc:  # playwright raises its own Error (and TimeoutError) types
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        details = [line.strip(" -") for line in lines[1:]
-                   if "[err]" in line or "process did exit" in line or "error while loading" in line]
-        return None, f"Chromium at {CHROMIUM} does not start: {'; '.join([lines[0], *details[-3:]])[:500]}"
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        found, reason = launch_chromium(playwright, korean_fonts_env(tmp_path_factory.mktemp("fontconfig")))
-        if found is None:
-            print(f"\nskipping the dashboard browser test: {reason}")
-            pytest.skip(reason)
-        yield found
-        found.close()
-
-
-class Watch:
-    """What the page did wrong: console errors, uncaught exceptions, failed requests, error
-    responses, and requests to any host but 127.0.0.1 (which are also blocked)."""
-
-    def __init__(self, context, page):
-        self.problems: list[str] = []
-        self.outside: list[str] = []
-        context.route(lambda url: urlsplit(url).scheme in ("http", "https", "ws", "wss")
-                      and urlsplit(url).hostname != LOCAL_HOST, self._block)
-        page.on("console", lambda message: message.type == "error" and self.problems.append(
-            f"console error: {message.text} ({message.location.get('url', '')})"))
-        page.on("pageerror", lambda exc: self.problems.append(f"uncaught exception: {exc}"))
-        page.on("requestfailed", lambda req: self.problems.append(
-            f"request failed: {req.method} {req.url}: {req.failure}"))
-        page.on("response", lambda response: response.status >= 400 and self.problems.append(
-            f"HTTP {response.status}: {response.request.method} {response.url}"))
-
-    def _block(self, route):
-        self.outside.append(route.request.url)
-        route.abort()
+    yield from chromium(tmp_path_factory, "the dashboard browser test")
 
 
 # ---- the dashboard, served by `fer dashboard` ------------------------------------------------------------

@@ -11,16 +11,12 @@ reason, when Chromium cannot be started (``make test`` installs Debian's ``chrom
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 import pytest
 import torch
+from browser import LOCAL_HOST, Watch, chromium
 
 from fer_utils.labels import EMOTIONS, KOREAN
 from fer_utils.models import create_model
@@ -29,57 +25,14 @@ from fer_utils.preprocessing import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "_build" / "test-artifacts" / "web"
-CHROMIUM = os.environ.get("FER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
-LOCAL_HOST = "127.0.0.1"
 USER, USER_PASSWORD = "alice", "alice-password-1"
 ADMIN, ADMIN_PASSWORD = "boss", "boss-password-1"
 TIMEOUT_MS = 15_000
 
 
-def korean_fonts_env(folder: Path) -> dict:
-    """The environment for Chromium with koreanize-matplotlib's NanumGothic added to the system's
-    fonts (a fontconfig file in ``folder``), so that the Korean pages' screenshots are legible on
-    a machine without Korean fonts. Unchanged when that package is missing."""
-    spec = importlib.util.find_spec("koreanize_matplotlib")
-    fonts = Path(spec.origin).parent / "fonts" if spec and spec.origin else None
-    if fonts is None or not fonts.is_dir():
-        return dict(os.environ)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "fonts.conf"
-    config.write_text('<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n'
-                      '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
-                      f"  <dir>{escape(str(fonts))}</dir>\n  <cachedir>{escape(str(folder / 'cache'))}</cachedir>\n"
-                      "</fontconfig>\n", encoding="utf-8")
-    return {**os.environ, "FONTCONFIG_FILE": str(config)}
-
-
-def launch_chromium(playwright, env: dict | None = None):
-    """``(browser, None)``, or ``(None, why Chromium cannot be used here)``."""
-    if not Path(CHROMIUM).is_file():
-        return None, (f"no Chromium at {CHROMIUM} (install Debian's `chromium`, as `make test` does, "
-                      "or set FER_CHROMIUM to a Chromium binary)")
-    try:
-        return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env,
-                                          timeout=30_000), None
-    except Exception as exc:  # playwright raises its own Error (and TimeoutError) types
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        details = [line.strip(" -") for line in lines[1:]
-                   if "[err]" in line or "process did exit" in line or "error while loading" in line]
-        return None, f"Chromium at {CHROMIUM} does not start: {'; '.join([lines[0], *details[-3:]])[:500]}"
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
-    with sync_api.sync_playwright() as playwright:
-        found, reason = launch_chromium(playwright, korean_fonts_env(tmp_path_factory.mktemp("fontconfig")))
-        if found is None:
-            print(f"\nskipping the browser tests: {reason}")
-            pytest.skip(reason)
-        yield found
-        found.close()
+    yield from chromium(tmp_path_factory, "the browser tests")
 
 
 @pytest.fixture(scope="module")
@@ -108,41 +61,6 @@ def site(tmp_path_factory):
     yield {"app": app, "url": f"http://{LOCAL_HOST}:{server.effective_port}"}
     server.close()
     thread.join(timeout=5)
-
-
-class Watch:
-    """What the page did wrong: console errors, uncaught exceptions, failed or refused requests,
-    error responses, and requests to any host but 127.0.0.1 (which are also blocked)."""
-
-    def __init__(self, context, page):
-        self.problems: list[str] = []
-        self.outside: list[str] = []
-        self.expected_statuses: dict[str, int] = {}
-        context.route(lambda url: urlsplit(url).scheme in ("http", "https", "ws", "wss")
-                      and urlsplit(url).hostname != LOCAL_HOST, self._block)
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.problems.append(f"uncaught exception: {exc}"))
-        page.on("requestfailed", lambda req: self.problems.append(
-            f"request failed: {req.method} {req.url}: {req.failure}"))
-        page.on("response", self._response)
-
-    def _console(self, message):
-        if message.type != "error":
-            return
-        url = message.location.get("url", "")
-        status = self.expected_statuses.get(urlsplit(url).path)
-        if status is not None and f"status of {status} " in message.text:
-            return  # Chromium logs every 4xx document it loads, the expected ones too
-        self.problems.append(f"console error: {message.text} ({url})")
-
-    def _block(self, route):
-        self.outside.append(route.request.url)
-        route.abort()
-
-    def _response(self, response):
-        path = urlsplit(response.url).path
-        if response.status >= 400 and self.expected_statuses.get(path) != response.status:
-            self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
 
 def shot(page, name: str) -> None:
