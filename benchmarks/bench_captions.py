@@ -25,61 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import resource
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from fer_utils.bench import peak_memory_mib
+from fer_utils.bench.captions import CPU_BATCHES, GPU_BATCHES, measure_captions
 from fer_utils.errors import ConfigError
 from fer_utils.models.runtime import resolve_device
-from fer_utils.vlm.base import FaceImage, GenerationSettings
-from fer_utils.vlm.blip2 import (ORIGINAL_MODEL_ID, TINY_KINDS, Blip2Captioner, original_architecture_config,
-                                 original_architecture_model, original_architecture_processor, resolve_dtype,
-                                 tiny_blip2_captioner)
+from fer_utils.vlm.blip2 import (ORIGINAL_MODEL_ID, TINY_KINDS, original_architecture_config,
+                                 original_architecture_model, original_architecture_processor, resolve_dtype)
 from fer_utils.vlm.prompts import PROMPTS
-
-CPU_BATCHES = (1, 8, 32, 64)
-GPU_BATCHES = (1, 8, 32, 64, 128, 256)
-
-
-def synthetic_faces(n: int, size: int, seed: int = 0) -> list[FaceImage]:
-    """``n`` in-memory RGB images (smooth random colour fields plus noise), ``size`` pixels square."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
-        noisy = np.clip(np.asarray(coarse, dtype=np.int16) + rng.integers(-20, 21, (size, size, 3)), 0, 255)
-        out.append(FaceImage(id=f"img_{i:05d}", pixels=noisy.astype(np.uint8)))
-    return out
-
-
-def peak_memory_mib(device: torch.device) -> dict:
-    """Peak resident memory of this process, and the peak GPU memory allocated by torch."""
-    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.type == "cuda":
-        out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
-
-
-def build_real_size(device: torch.device, dtype: str, levers: dict) -> Blip2Captioner:
-    """A random-weight captioner with the exact ``Salesforce/blip2-flan-t5-xl`` architecture on ``device``."""
-    processor = original_architecture_processor()
-    tokenizer = processor.tokenizer
-    config = original_architecture_config(
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
-    model = original_architecture_model(config, device=device)
-    identity = {"backend": "random-blip2", "architecture": ORIGINAL_MODEL_ID, "seed": 0}
-    captioner = Blip2Captioner(model, processor, name=f"random {ORIGINAL_MODEL_ID}", identity=identity,
-                               device=device, **levers)
-    captioner.meaningful = False
-    captioner.use_dtype(dtype)  # cast once now rather than inside the first timed call
-    return captioner
 
 
 def dry_run(args, device: torch.device) -> dict:
@@ -118,6 +75,8 @@ def dry_run(args, device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The measurement is :func:`fer_utils.bench.captions.measure_captions` (also ``fer bench
+    --only captions``); this script adds the speed levers, ``--dry-run`` and a per-batch table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny", choices=("tiny", "real-size"))
     parser.add_argument("--kind", default="t5", choices=TINY_KINDS, help="tiny model's language model (t5 like the "
@@ -148,9 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
         if args.attn not in (None, "sdpa"):
             parser.error("--sdpa contradicts --attn " + args.attn)
         args.attn = "sdpa"
-    if args.compile and not args.static_cache:
-        parser.error("--compile needs --static-cache: transformers 5.24 compiles the decoding step only with a "
-                     "static KV cache (a dynamic cache changes shape every token)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -158,92 +114,31 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch_sizes = list(GPU_BATCHES if device.type == "cuda" else CPU_BATCHES)
     if any(b < 1 for b in args.batch_sizes):
         parser.error("batch sizes must be >= 1")
-    if 1 not in args.batch_sizes:
-        args.batch_sizes = [1, *args.batch_sizes]  # the baseline every ratio refers to
-    args.batch_sizes = sorted(set(args.batch_sizes))
+    args.batch_sizes = sorted({1, *args.batch_sizes})  # 1: the baseline every ratio refers to
     if args.dry_run:
         return dry_run(args, device)
-    if args.model == "real-size" and device.type != "cuda":
-        parser.error("--model real-size times a 3.9-billion-parameter model: run it on CUDA (--device cuda), or "
-                     "use --dry-run to check its configuration on the CPU")
-
-    levers = {"attn_implementation": args.attn, "static_cache": args.static_cache, "compile": args.compile}
     try:
-        captioner = (build_real_size(device, args.dtype, levers) if args.model == "real-size"
-                     else tiny_blip2_captioner(args.kind, device=str(device), **levers))
+        result = measure_captions(args.model, args.kind, str(device), args.dtype, args.batch_sizes, args.n,
+                                  args.naive_n, args.new_tokens, args.prompt, args.image_size, args.attn,
+                                  args.static_cache, args.compile, args.repeats)
     except ConfigError as exc:
         parser.error(str(exc))
-    if args.compile:
-        # one compiled graph per batch shape: leave room for every batch size measured
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * len(args.batch_sizes))
-    prompt = PROMPTS[args.prompt] if args.prompt in PROMPTS else args.prompt
-    base = GenerationSettings(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, batch_size=1,
-                              dtype=args.dtype)
-    n = args.n or max(64, max(args.batch_sizes))
-    naive_n = args.naive_n or (16 if args.model == "tiny" else 8)
-    faces = synthetic_faces(max(n, naive_n) + max(args.batch_sizes), args.image_size)
-
-    plan = {}
-    for batch in args.batch_sizes:
-        count = naive_n if batch == 1 else batch * max(1, round(n / batch))
-        settings = GenerationSettings(**{**base.to_dict(), "batch_size": batch})
-        plan[batch] = (faces[:count], settings)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    skipped = {}
-    for batch, (images, settings) in list(plan.items()):  # warm-up: allocator, kernel choice, compiled graphs
-        try:
-            captioner.caption(images[:batch], prompt, settings)
-            sync()
-        except torch.OutOfMemoryError:
-            skipped[batch] = "out of memory"
-            del plan[batch]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    if 1 not in plan:
-        raise SystemExit(f"batch size 1, the baseline, failed: {skipped[1]}")
-    best = {batch: math.inf for batch in plan}
-    for _ in range(args.repeats):
-        for batch, (images, settings) in plan.items():
-            start = time.perf_counter()
-            captions = captioner.caption(images, prompt, settings)
-            sync()
-            best[batch] = min(best[batch], time.perf_counter() - start)
-            assert len(captions) == len(images)
-    rates = {batch: len(plan[batch][0]) / best[batch] for batch in plan}
-    baseline = rates[1]
-    top = max(rates, key=rates.get)
-
-    dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
-    print(f"model {args.model} ({ORIGINAL_MODEL_ID if args.model == 'real-size' else 'tiny-' + args.kind}, "
-          f"random weights), device {device}, dtype {dtype}, torch threads {torch.get_num_threads()}")
-    print(f"attn {captioner.model.config._attn_implementation}, static cache {'yes' if args.static_cache else 'no'}, "
+    batches, baseline = result["batches"], result["batch1_images_per_s"]
+    print(f"model {args.model} ({result['architecture']}, random weights), device {device}, dtype "
+          f"{result['dtype']}, torch threads {result['torch_threads']}")
+    print(f"attn {result['attn']}, static cache {'yes' if args.static_cache else 'no'}, "
           f"compile {'yes' if args.compile else 'no'}; {args.new_tokens} new tokens per image, prompt {args.prompt!r}")
     print(f"{'batch':>6} {'images':>7} {'seconds':>9} {'images/s':>10} {'x batch 1':>10}")
-    for batch in plan:
-        print(f"{batch:>6} {len(plan[batch][0]):>7} {best[batch]:>9.3f} {rates[batch]:>10.2f} "
-              f"{rates[batch] / baseline:>10.2f}")
-    for batch, why in skipped.items():
+    for batch, row in batches.items():
+        print(f"{batch:>6} {row['images']:>7} {row['seconds']:>9.3f} {row['images_per_s']:>10.2f} "
+              f"{row['x_batch1']:>10.2f}")
+    for batch, why in result["skipped"].items():
         print(f"{batch:>6} {why}")
-    print(f"best: batch {top}, {rates[top]:.2f} images/s = {rates[top] / baseline:.2f} x batch 1 "
-          f"({baseline:.2f} images/s)")
-    memory = peak_memory_mib(device)
-    print(", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
-
-    result = {
-        "model": args.model, "kind": args.kind if args.model == "tiny" else None, "device": str(device),
-        "dtype": dtype, "attn": captioner.model.config._attn_implementation, "static_cache": args.static_cache,
-        "compile": args.compile, "new_tokens": args.new_tokens, "prompt": args.prompt,
-        "torch_threads": torch.get_num_threads(),
-        "batches": {str(b): {"images": len(plan[b][0]), "seconds": best[b], "images_per_s": rates[b],
-                             "x_batch1": rates[b] / baseline} for b in plan},
-        "skipped": {str(b): why for b, why in skipped.items()}, "best_batch": top,
-        "best_images_per_s": rates[top], "batch1_images_per_s": baseline,
-        "best_over_batch1": rates[top] / baseline, **memory,
-    }
+    top = result["best_batch"]
+    print(f"best: batch {top}, {result['best_images_per_s']:.2f} images/s = {result['best_over_batch1']:.2f} "
+          f"x batch 1 ({baseline:.2f} images/s)")
+    print(", ".join(f"{k} {v:.0f}" for k, v in result.items() if k.startswith("peak")))
+    result["kind"] = args.kind if args.model == "tiny" else None
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     return result

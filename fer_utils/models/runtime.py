@@ -53,7 +53,7 @@ def default_num_workers(device: torch.device) -> int:
 
     On CPU, decoding a face image costs about 0.15-0.3 ms against several ms of CNN forward pass
     per image, and every worker process competes with torch's intra-op threads for the same
-    cores: on a 2-core machine (``benchmarks/bench_features.py``, ResNet18 at 100 px) one or two
+    cores: on a 2-core machine (``fer bench --only features``, ResNet18 at 100 px) one or two
     workers lowered extraction to 0.68-0.83 of the pure forward rate, against 0.86-0.92 without.
     So 0 (decode in the main process) unless there are cores beyond torch's threads. On CUDA the
     forward pass is cheap and decoding must overlap it: up to 8 workers, leaving one core free.

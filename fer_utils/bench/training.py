@@ -1,0 +1,102 @@
+"""Training throughput: :func:`fer_utils.train.fit` on images through the project's data sets vs
+the same train step on tensors made beforehand (the "no data loading" limit).
+
+:func:`measure_training` builds train and validation :class:`~fer_utils.data.FERDataset` s with
+:func:`fer_utils.data.make_datasets` (from ``data`` via :func:`~fer_utils.data.load_dataset`, or
+from synthetic JPEGs written to a temporary folder), runs ``fit`` for ``epochs`` epochs and takes
+the fastest epoch's training images per second (the epoch time includes the small validation
+pass, ``val_n`` images, and every DataLoader cost: decoding, resizing, augmentation, collation).
+The baseline is the same model (same initial weights), optimizer, loss, batch size, AMP and memory
+layout on the training images decoded and transformed once beforehand: forward, backward and
+optimizer step, nothing else. fit / baseline says how much of the model's speed the data path
+leaves; 1.0 is the limit.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+from . import best_seconds, cuda_sync, peak_memory_mib, synthetic_index
+
+
+def measure_training(model: str = "densenet121", device: str = "auto", n: int = 256, val_n: int = 32,
+                     image_size: int = 100, source_size: int = 100, batch_size: int = 64, epochs: int = 2,
+                     num_workers: int | str = 0, augmentation: str = "hflip", amp: bool = True,
+                     channels_last: bool = True, repeats: int = 2, data: str | Path | None = None) -> dict:
+    """Training images/s of ``fit`` (fastest epoch) and of the train step on pre-made tensors."""
+    import pandas as pd
+    import torch
+
+    from fer_utils.data import load_dataset, make_datasets
+    from fer_utils.models import create_model, model_info
+    from fer_utils.models.runtime import autocast, amp_dtype, resolve_device
+    from fer_utils.train import TrainConfig, _optimizer, fit, training_loss
+
+    device = resolve_device(device)
+    preprocessing = model_info(model).preprocessing.with_size(image_size)
+    config = TrainConfig(batch_size=batch_size, epochs=epochs, patience=epochs + 1, num_workers=num_workers,
+                         device=str(device), amp=amp, channels_last=channels_last)
+    torch.manual_seed(0)
+    initial = create_model(model)
+    sync = cuda_sync(device)
+
+    with tempfile.TemporaryDirectory(prefix="fer-bench-training-") as tmp:
+        if data:
+            index = load_dataset(data)
+            index = pd.concat([index[index["split"] == "train"].head(n),
+                               index[index["split"] != "train"].head(val_n).assign(split="val")])
+        else:
+            index = pd.concat([synthetic_index(Path(tmp), n, source_size, seed=0, split="train"),
+                               synthetic_index(Path(tmp), val_n, source_size, seed=1, split="val")],
+                              ignore_index=True)
+        datasets = make_datasets(index, preprocessing, augmentation=augmentation)
+        train_ds, val_ds = datasets["train"], datasets["val"]
+
+        fitted = copy.deepcopy(initial)
+        result = fit(fitted, train_ds, val_ds, config, progress=False)
+        epoch_seconds = [float(s) for s in result.history["seconds"]]
+        fit_rate = len(train_ds) / min(epoch_seconds)
+
+        # the baseline: the same step on the training images decoded and transformed once
+        plain = make_datasets(index, preprocessing)["train"]
+        images = torch.stack([plain[i][0] for i in range(len(plain))])
+        labels = torch.tensor([int(plain[i][1]) for i in range(len(plain))])
+
+    net = copy.deepcopy(initial).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        net.to(memory_format=memory_format)
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
+    optimizer = _optimizer(net, config)
+    loss_fn = training_loss(config)
+    x_all = images.to(device).contiguous(memory_format=memory_format)
+    y_all = labels.to(device)
+    usable = len(x_all) - (len(x_all) % batch_size == 1)  # fit drops a last batch of one sample too
+
+    def steps():
+        net.train()
+        for i in range(0, usable, batch_size):
+            x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, use_amp):
+                loss = loss_fn(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss.item()  # fit reads the loss every step too
+
+    steps()  # warm-up
+    sync()
+    seconds = best_seconds({"steps": steps}, repeats, sync)["steps"]
+    step_rate = usable / seconds
+    return {
+        "model": model, "device": str(device), "train_images": len(train_ds), "val_images": len(val_ds),
+        "image_size": image_size, "batch_size": batch_size, "epochs": len(epoch_seconds),
+        "num_workers": num_workers, "augmentation": augmentation, "amp": use_amp, "channels_last": channels_last,
+        "torch_threads": torch.get_num_threads(), "epoch_seconds": epoch_seconds,
+        "fit_img_s": fit_rate, "fit_first_epoch_img_s": len(train_ds) / epoch_seconds[0],
+        "no_loading_img_s": step_rate, "fit_over_no_loading": fit_rate / step_rate,
+        **peak_memory_mib(device),
+    }
