@@ -1,0 +1,63 @@
+"""``fer bench``: every quick part runs and writes plausible JSON; bad options are clear errors.
+
+Only the shape and signs of the figures are checked, never a speed: the test machines are shared.
+The study part (minutes: the quick study twice) and the web part (a server subprocess and trained
+bundles) are left to ``fer bench`` itself; their helpers are covered by the unit tests below.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fer_utils.bench import PARTS, machine
+from fer_utils.cli import main
+from fer_utils.cli.bench import parse_only
+
+
+def test_quick_bench_writes_json_with_rates_and_ratios(tmp_path, one_torch_thread):
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(main, ["bench", "--quick", "--only", "features,training,captions", "--device", "cpu",
+                                    "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"features", "training", "captions"}
+    m = report["machine"]
+    assert m["cpu_count"] >= 1 and m["torch"] and m["date"] and "ram_gib" in m and "gpu" in m
+    features = report["results"]["features"]
+    for key in ("a_naive_img_s", "b_extract_features_img_s", "c_forward_only_img_s", "b_over_a", "b_over_c"):
+        assert features[key] > 0, key
+    assert features["model"] == "resnet18" and features["images"] == 16
+    training = report["results"]["training"]
+    assert training["fit_img_s"] > 0 and training["no_loading_img_s"] > 0
+    assert 0 < training["fit_over_no_loading"] < 10
+    assert training["epochs"] == 2 and len(training["epoch_seconds"]) == 2
+    captions = report["results"]["captions"]
+    assert set(captions["batches"]) == {"1", "4"} and captions["batches"]["1"]["x_batch1"] == 1
+    assert captions["best_over_batch1"] >= 1 and captions["batch1_images_per_s"] > 0
+    for label in ("features: extract_features", "training: fit", "captions: batch 1", "x batch 1"):
+        assert label in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "features,speed"], "unknown part(s) 'speed'"),
+    (["--only", ","], "(none given)"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--workers", "many"], "'auto' or a number"),
+    (["--device", "tpu"], "'tpu' is not one of"),
+])
+def test_bad_options_are_clear_errors(args, message):
+    res = CliRunner().invoke(main, ["bench", *args])
+    assert res.exit_code == 2
+    assert message in res.output
+
+
+def test_parts_come_in_a_fixed_order():
+    assert parse_only(None) == list(PARTS)
+    assert parse_only(" training , features") == ["features", "training"]
+
+
+def test_machine_description_is_json():
+    described = json.loads(json.dumps(machine()))
+    assert {"cpu", "cpu_count", "ram_gib", "torch", "cuda", "gpu", "date"} <= set(described)
