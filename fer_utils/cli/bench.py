@@ -134,7 +134,8 @@ def _workers(value: str):
               help="BLIP-2 for captions: the tiny one, or random weights of blip2-flan-t5-xl's size (CUDA only).")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None, help="Model input side (default 100).")
 @click.option("--n", "n", type=click.IntRange(2, None), default=None,
-              help="Images per measurement (features, training, batched captions; default 256, captions 64).")
+              help="Images per measurement (features, training, batched captions) and requests per web setting "
+                   "(default 256, captions 64, web 200).")
 @click.option("--batch-size", type=click.IntRange(1, None), default=None, help="Batch size (default 64).")
 @click.option("--workers", default="auto", show_default=True,
               help="DataLoader workers: 'auto' or a number (training: 'auto' means 0, fit's default).")
@@ -174,7 +175,7 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
         if value is not None:
             sizes[key] = value
     if n is not None:
-        sizes["caption_n"] = n
+        sizes["caption_n"] = sizes["web_requests"] = n
     from ..models import list_models
 
     if sizes["model"] not in list_models():
