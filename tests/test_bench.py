@@ -7,6 +7,8 @@ bundles) are left to ``fer bench`` itself; their helpers are covered by the unit
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +16,8 @@ from click.testing import CliRunner
 from fer_utils.bench import PARTS, machine
 from fer_utils.cli import main
 from fer_utils.cli.bench import parse_only
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_quick_bench_writes_json_with_rates_and_ratios(tmp_path, one_torch_thread):
@@ -61,3 +65,30 @@ def test_parts_come_in_a_fixed_order():
 def test_machine_description_is_json():
     described = json.loads(json.dumps(machine()))
     assert {"cpu", "cpu_count", "ram_gib", "torch", "cuda", "gpu", "date"} <= set(described)
+
+
+def test_study_part_runs_twice_in_a_scratch_project_and_restores_the_environment(tmp_path, monkeypatch):
+    """The plumbing of the study part, with run_study and the data generator replaced (the real
+    part takes minutes: ``fer bench --only study``)."""
+    from fer_utils.bench import study as bench_study
+    from fer_utils.data import synthetic
+    from fer_utils.paths import ENV_HOME
+    from fer_utils import study
+
+    calls = []
+
+    def fake_run_study(profile, data_path, only, echo):
+        root = Path(os.environ[ENV_HOME])
+        assert (root / "notebooks" / "study.yaml").exists() and (root / "_config.yml").exists()
+        assert not (root / "book" / "experiments").exists()
+        calls.append((profile, data_path, only))
+        return []
+
+    monkeypatch.setenv(ENV_HOME, str(REPO))
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    monkeypatch.setattr(synthetic, "generate", lambda out, **kw: Path(out))
+    result = bench_study.measure_study("quick", only=["01_data"], source=REPO, echo=lambda *_: None)
+    assert len(calls) == 2 and calls[0] == ("quick", calls[0][1], ["01_data"])
+    assert result["cold_s"] > 0 and result["warm_s"] > 0 and result["warm_over_cold"] > 0
+    assert result["cold_runs"] == 0 and isinstance(result["skips_unchanged_runs"], bool)
+    assert os.environ[ENV_HOME] == str(REPO)

@@ -8,8 +8,8 @@ the fastest epoch's training images per second (the epoch time includes the smal
 pass, ``val_n`` images, and every DataLoader cost: decoding, resizing, augmentation, collation).
 The baseline is the same model (same initial weights), optimizer, loss, batch size, AMP and memory
 layout on the training images decoded and transformed once beforehand: forward, backward and
-optimizer step, nothing else; it is timed before and after ``fit`` and the fastest pass kept. fit / baseline says how much of the model's speed the data path
-leaves; 1.0 is the limit.
+optimizer step, nothing else; it is timed before and after ``fit`` and the fastest pass kept.
+fit / baseline says how much of the model's speed the data path leaves; 1.0 is the limit.
 """
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ def _measure(part: str, sizes: dict, device: str, captioner: str, workers, amp: 
         from ..bench.features import measure_features
 
         return measure_features(sizes["model"], device, sizes["n"], sizes["naive_n"], sizes["image_size"],
-                                batch_size=sizes["batch_size"], num_workers=workers, fp16=amp and device != "cpu",
-                                repeats=sizes["repeats"])
+                                batch_size=sizes["batch_size"], num_workers=workers,
+                                fp16=amp and device.startswith("cuda"), repeats=sizes["repeats"])
     if part == "training":
         from ..bench.training import measure_training
 
@@ -165,11 +165,14 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
     """
     parts = parse_only(only)
     workers = _workers(workers)
+    from ..models.runtime import resolve_device
+
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    device = str(resolve_device(device))  # "auto" -> cuda or cpu: AMP applies on CUDA only
     sizes = dict(QUICK if quick else FULL)
     for key, value in (("model", model), ("image_size", image_size), ("n", n), ("batch_size", batch_size)):
         if value is not None:
