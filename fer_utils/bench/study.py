@@ -56,7 +56,7 @@ def measure_study(profile: str = "quick", only=None, scale: float = 0.01, min_pe
             for run in ("cold", "warm"):
                 echo(f"study ({profile}) {run} ...")
                 start = time.perf_counter()
-                done = run_study(profile=profile, data_path=data, only=only, echo=lambda *_: None)
+                done = run_study(profile=profile, data_path=data, only=only, echo=echo)
                 result[f"{run}_s"] = time.perf_counter() - start
                 result[f"{run}_runs"] = len(done)
                 result[f"{run}_run_seconds"] = {f"{r.notebook}/{r.name}": round(s, 2) for r, s in done}
