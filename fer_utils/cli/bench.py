@@ -129,7 +129,7 @@ def _workers(value: str):
               help=f"Comma-separated parts to measure (default: all): {', '.join(PARTS)}.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--model", default=None, help="CNN for features and training (densenet121, resnet18, vgg16; "
-              "default densenet121, --quick resnet18).")
+              "default densenet121, --quick resnet18); 'tiny' or 'real-size' choose the captioner instead.")
 @click.option("--captioner", type=click.Choice(CAPTIONERS), default="tiny", show_default=True,
               help="BLIP-2 for captions: the tiny one, or random weights of blip2-flan-t5-xl's size (CUDA only).")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None, help="Model input side (default 100).")
@@ -165,6 +165,8 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
     """
     parts = parse_only(only)
     workers = _workers(workers)
+    if model in CAPTIONERS:  # `--model real-size`, as benchmarks/bench_captions.py spells it
+        captioner, model = model, None
     from ..models.runtime import resolve_device
 
     if device == "cuda":
