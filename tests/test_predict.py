@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import build_transform
+from fer_utils.data import BatchTransform, image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
 from fer_utils.models import create_model
@@ -42,7 +42,7 @@ def images(tmp_path):
 def test_round_trip_gives_identical_predictions(bundle, model, images):
     predictor = Predictor.from_bundle(bundle)
     proba = predictor.predict(images)
-    transform = build_transform(PREPROCESSING)
+    transform = image_transform(PREPROCESSING)
     rgb = [images[0], Image.open(images[1]).convert("RGB"), Image.fromarray(images[2]).convert("RGB")]
     with torch.no_grad():
         expected = model(torch.stack([transform(im) for im in rgb])).softmax(1)

@@ -9,6 +9,7 @@ Every loader returns the same index (a DataFrame with the columns :data:`INDEX_C
 """
 from fer_utils.data.checks import CheckReport, check_dataset
 from fer_utils.data.dataset import FERDataset
+from fer_utils.data.decoded import decoded_images
 from fer_utils.data.fer2013 import load_fer2013
 from fer_utils.data.fingerprint import file_sha256, fingerprint
 from fer_utils.data.imagefolder import load_imagefolder
@@ -16,7 +17,9 @@ from fer_utils.data.index import IMAGE_EXTENSIONS, INDEX_COLUMNS, SPLITS, class_
 from fer_utils.data.loaders import FORMATS, describe_dataset, detect_format, load_dataset
 from fer_utils.data.rafdb import load_rafdb
 from fer_utils.data.splits import make_splits, split_counts
+from fer_utils.data.tensor_transforms import BatchTransform, ImageTransform, eval_transform, image_transform
 from fer_utils.data.transforms import (
+    build_batch_transforms,
     build_dataset_transforms,
     build_transform,
     make_datasets,
@@ -26,8 +29,9 @@ from fer_utils.data.weights import class_weights
 
 __all__ = [
     "FORMATS", "IMAGE_EXTENSIONS", "INDEX_COLUMNS", "SPLITS",
-    "CheckReport", "FERDataset",
-    "build_dataset_transforms", "build_transform", "check_dataset", "class_counts", "class_weights",
+    "BatchTransform", "CheckReport", "FERDataset", "ImageTransform",
+    "build_batch_transforms", "build_dataset_transforms", "build_transform", "check_dataset", "class_counts", "class_weights",
+    "decoded_images", "eval_transform", "image_transform",
     "describe_dataset", "detect_format", "file_sha256", "fingerprint", "load_dataset", "load_fer2013", "load_imagefolder",
     "load_rafdb", "make_datasets", "make_splits", "minority_classes", "open_image", "split_counts",
 ]
