@@ -205,7 +205,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
 
     Datasets yield ``(inputs, label_int)``: inputs are an image tensor, a feature vector, or a
     tuple/dict of tensors (see :func:`~fer_utils.models.runtime.call_model`), so a head on
-    cached arrays trains with the same loop as a CNN on images. Training stops after
+    cached arrays trains with the same loop as a CNN on images. An image data set of
+    :func:`~fer_utils.data.make_datasets` yields uint8 images and carries a ``batch_transform``:
+    each batch is moved to the device as uint8 and turned into model inputs there (training
+    batches by the training transform, its per-sample augmentation drawn from a generator seeded
+    with ``config.seed``; validation batches by the evaluation path). Training stops after
     ``config.epochs`` or when ``config.monitor`` has not improved for ``config.patience``
     epochs; the best epoch's weights (kept in memory) are restored into ``model`` at the end,
     unless ``config.restore_best`` is False (then the last epoch's stay). ``progress`` shows a tqdm bar with

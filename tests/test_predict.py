@@ -313,3 +313,18 @@ def test_bundles_of_the_original_protocol_are_never_chosen_automatically(tmp_pat
     assert len(skipped) == 1 and "original study's protocol" in skipped[0] and "b-original" in skipped[0]
     assert choose_bundle(tmp_path / "runs", DATA["fingerprint"])["path"] == str(corrected)
     assert Predictor.from_bundle(tmp_path / "runs" / "b-original" / "bundle").manifest["provenance"]["protocol"] == "original"
+
+
+def test_predictor_input_is_the_eval_tensor_path(bundle, model, images):
+    """What a served model sees is what validation saw: the evaluation BatchTransform of the
+    decoded uint8 image (PIL image, file or grey array alike)."""
+    predictor = Predictor.from_bundle(bundle)
+    evaluation = BatchTransform(PREPROCESSING)
+    rgb = [np.array(images[0]), np.array(Image.open(images[1]).convert("RGB")),
+           np.array(Image.fromarray(images[2]).convert("RGB"))]
+    for position, (image, pixels) in enumerate(zip(images, rgb)):
+        expected = evaluation(torch.from_numpy(pixels)[None])
+        assert torch.equal(predictor._tensor(image, position), expected[0])
+        with torch.no_grad():
+            proba = model(expected).softmax(1).numpy()
+        np.testing.assert_array_equal(predictor.predict([image]), proba)

@@ -4,7 +4,7 @@ Every loader returns the same index (a DataFrame with the columns :data:`INDEX_C
 :mod:`fer_utils.data.index`); everything downstream works on that index::
 
     index = make_splits(load_dataset("data/rafdb"), val_fraction=0.2, seed=42)
-    datasets = make_datasets(index, Preprocessing.preset(100, "half"), augmentation="hflip")
+    datasets = make_datasets(index, Preprocessing.preset(100, "half"), augmentation="hflip", cache_dir="data/cache")
     weights = class_weights(datasets["train"].labels, "inverse")
 """
 from fer_utils.data.checks import CheckReport, check_dataset
