@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from fer_utils.cache import Cache
-from fer_utils.data import FERDataset, build_transform  # noqa: F401  (build_transform: split_transform's input)
+from fer_utils.data import FERDataset
 from fer_utils.data.tensor_transforms import eval_transform
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.models.registry import create_model

@@ -37,7 +37,7 @@ from fer_utils.data.decoded import decoded_images
 from fer_utils.data.tensor_transforms import BatchTransform, check_augmentation, check_rrc_scale
 from fer_utils.data.index import SPLITS, check_index, class_counts
 from fer_utils.errors import ConfigError
-from fer_utils.preprocessing import AUGMENTATIONS, MINORITY_AUGMENTATION, Preprocessing
+from fer_utils.preprocessing import MINORITY_AUGMENTATION, Preprocessing
 
 
 _check_augmentation = check_augmentation
