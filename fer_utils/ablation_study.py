@@ -146,7 +146,8 @@ def _from_trained(trained: TrainedRun, group: str, setting: str, seed: int, val_
 def _val_set(cfg, index: pd.DataFrame):
     from fer_utils.data import make_datasets
 
-    return make_datasets(index[index["split"] == "val"], preprocessing_of(cfg))["val"]
+    return make_datasets(index[index["split"] == "val"], preprocessing_of(cfg),
+                         cache_dir=getattr(cfg, "cache_dir", None))["val"]
 
 
 def _check_lists(cfg, where: str, key: str) -> None:

@@ -41,6 +41,19 @@ Writer = Callable[[Path], object]
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """:func:`atomic_write` ``text`` to ``path`` unless the file already holds exactly that; True
+    when written. An untouched file keeps its modification time, so that an incremental build
+    (Sphinx) does not rebuild a page whose source did not change."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, text)
+    return True
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str | Writer) -> Path:
     """Write ``data`` to ``path`` so that no reader ever sees a partial file; returns the path.
 

@@ -68,10 +68,10 @@ def _train(recipe: CNNRecipe, index: pd.DataFrame, seed: int):
 
 def _proba_all(model, prep, index: pd.DataFrame) -> np.ndarray:
     """The model's probabilities for every row of ``index``, in order (plain eval transform)."""
-    from fer_utils.data import FERDataset, build_transform
+    from fer_utils.data import FERDataset, eval_transform
     from fer_utils.evaluate import predict_proba
 
-    dataset = FERDataset(index, build_transform(prep), draft_size=prep.image_size)
+    dataset = FERDataset(index, batch_transform=eval_transform(prep), store_size=prep.image_size)
     return predict_proba(model, dataset, batch_size=64, device="cpu", num_workers=0)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fer_utils.labels import EMOTIONS
-from fer_utils.models.runtime import batched_forward, make_loader, resolve_device
+from fer_utils.models.runtime import batch_transform_of, batched_forward, make_loader, resolve_device
 
 
 def predict_proba(model: nn.Module, dataset: Dataset, batch_size: int = 64, device: str = "auto",
@@ -22,12 +22,13 @@ def predict_proba(model: nn.Module, dataset: Dataset, batch_size: int = 64, devi
     """Softmax probabilities ``[N, num_classes]`` (float32) of ``model`` on ``dataset``, in order.
 
     The model is put in eval mode and moved to ``device``. ``amp`` runs under autocast
-    (bfloat16/float16); probabilities are always returned in float32.
+    (bfloat16/float16); probabilities are always returned in float32. Images of a
+    :class:`~fer_utils.data.FERDataset` become model inputs by its evaluation transform, on ``device``.
     """
     device = resolve_device(device)
     model.eval().to(device)
     loader = make_loader(dataset, batch_size, device, num_workers)
-    logits, _ = batched_forward(model, loader, device, amp=amp)
+    logits, _ = batched_forward(model, loader, device, amp=amp, transform=batch_transform_of(dataset))
     return logits.softmax(1).numpy()
 
 

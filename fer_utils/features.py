@@ -21,19 +21,24 @@ from torch import nn
 from torchvision.transforms import v2
 
 from fer_utils.cache import Cache
-from fer_utils.data import FERDataset, build_transform
+from fer_utils.data import FERDataset
+from fer_utils.data.tensor_transforms import eval_transform
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.models.registry import create_model
 from fer_utils.models.runtime import amp_dtype, batched_forward, make_loader, resolve_device, weights_sha256
 from fer_utils.preprocessing import Preprocessing
 
 CACHE_NAMESPACE = "features"
-CACHE_FORMAT = 2
-"""Version of the feature entries (1 was a whole-matrix safetensors file per data set)."""
+CACHE_FORMAT = 3
+"""Version of the feature entries (1 was a whole-matrix safetensors file per data set; 2 resized
+with PIL per image; 3 is the tensor path: decoded at full size, resized on the device)."""
 
 
 def split_transform(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
-    """Split an eval transform at its float conversion: per-image uint8 steps, per-batch float steps.
+    """Split a legacy PIL eval transform at its float conversion: per-image uint8 steps, per-batch float steps.
+
+    Kept for old callers: :func:`extract_features` now uses the tensor path
+    (:class:`~fer_utils.data.BatchTransform`), which resizes on the device as well.
 
     ``build_transform`` is ``Resize -> ToImage -> ToDtype(float32, scale) -> Normalize``. Running
     the last two on a whole batch (on the model's device) instead of on each image gives the same
@@ -69,8 +74,10 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
     ``model_or_name`` is a module (a registry :class:`~fer_utils.models.Classifier` gives its
     penultimate features; any other module its output) or a registry name, which means that
     architecture with its pretrained ImageNet weights (raises WeightsNotFoundError if absent).
-    Images are decoded and transformed by a DataLoader over :class:`~fer_utils.data.FERDataset`
-    (``num_workers="auto"``: see :func:`fer_utils.models.runtime.default_num_workers`).
+    Images are decoded once (:func:`~fer_utils.data.decoded_images`, cached under ``cache_dir``),
+    batched as uint8 by a DataLoader over :class:`~fer_utils.data.FERDataset` (``num_workers="auto"``:
+    see :func:`fer_utils.models.runtime.default_num_workers`) and resized and normalised on
+    ``device`` by the evaluation :class:`~fer_utils.data.BatchTransform`, as in training.
     ``channels_last`` (NHWC layout; the model is converted in place) was 1.2-1.45x faster for all
     three registry CNNs on a 2-core CPU and suits GPUs. ``amp`` (autocast: bfloat16, or float16
     on GPUs without bfloat16) roughly doubled CPU throughput again on a CPU with AVX512-BF16, but
@@ -97,11 +104,14 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
 
     def compute(rows: pd.DataFrame) -> np.ndarray:
         """Feature matrix ``[len(rows), D]`` of these rows, computed."""
-        per_image, per_batch = split_transform(build_transform(preprocessing))
-        dataset = FERDataset(rows, per_image, draft_size=preprocessing.image_size)
+        # The one tensor path: images decoded once (the decoded-image cache under cache_dir, shared
+        # with make_datasets over the same index), uint8 batches moved to the device, resized and
+        # normalised there by the evaluation BatchTransform that training validated with.
+        dataset = FERDataset(rows, batch_transform=eval_transform(preprocessing), cache_dir=cache_dir,
+                             store_size=preprocessing.image_size)
         loader = make_loader(dataset, batch_size, device, num_workers)
-        features, _ = batched_forward(lambda x: forward(per_batch(x)), loader, device, amp=amp,
-                                      channels_last=channels_last)
+        features, _ = batched_forward(forward, loader, device, amp=amp, channels_last=channels_last,
+                                      transform=dataset.batch_transform)
         return features.reshape(len(features), -1).numpy()
 
     cache = Cache(cache_dir, CACHE_NAMESPACE, CACHE_FORMAT)

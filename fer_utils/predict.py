@@ -37,7 +37,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fer_utils.cache import atomic_write
-from fer_utils.data import build_transform, file_sha256, open_image
+from fer_utils.data import file_sha256, open_image
+from fer_utils.data.tensor_transforms import image_transform
 from fer_utils.data.index import to_rgb, warn_if_tiny
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
@@ -180,7 +181,8 @@ class Predictor:
         self.labels_ko = tuple(labels_ko)
         self.source = source
         self.manifest = dict(manifest or {})
-        self.transform = build_transform(preprocessing)
+        # the evaluation path of the tensor transform training validated with: PIL image -> [3, S, S]
+        self.transform = image_transform(preprocessing)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, device: str = "cpu") -> Predictor:
@@ -223,14 +225,15 @@ class Predictor:
         return _summary(self.source, self.manifest)
 
     def _tensor(self, image: ImageLike, position: int) -> torch.Tensor:
-        """The model input of ``images[position]``, decoded as in training (:func:`~fer_utils.data.index.to_rgb`).
+        """The model input of ``images[position]``, decoded as in training (:func:`~fer_utils.data.index.to_rgb`)
+        and made by the evaluation :class:`~fer_utils.data.BatchTransform` (``self.transform``).
 
         Raises :class:`DataError` naming the file (or the position of an in-memory image) when it
         cannot be used; warns when it is tiny.
         """
         if isinstance(image, (str, os.PathLike)):
             name = os.fspath(image)
-            rgb = open_image(name, draft_size=self.preprocessing.image_size)  # as make_datasets does
+            rgb = open_image(name)  # decoded at full size, as the decoded-image cache of training does
         else:
             name = f"image {position} (in memory)"
             rgb = to_rgb(image, name)
@@ -391,8 +394,7 @@ class FusedPredictor(Predictor):
 
         if isinstance(image, (str, os.PathLike)):
             name = os.fspath(image)
-            rgb = open_image(name, draft_size=self.preprocessing.image_size)  # as the CNN's features were made
-            full = open_image(name)   # as the caption pipeline decodes (FaceImage.load: no draft)
+            rgb = full = open_image(name)  # at full size: as the CNN's features and the captions were made
         else:
             name = f"image {position} (in memory)"
             rgb = full = to_rgb(image, name)

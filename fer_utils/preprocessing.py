@@ -1,7 +1,7 @@
 """How an image becomes a model input, and the names of the choices a config offers: torch-free.
 
 :class:`Preprocessing` (square size, per-channel mean and std) is checked here and only here; the
-transforms (:func:`fer_utils.data.build_transform`), the model registry, feature extraction and
+batch transforms (:class:`fer_utils.data.BatchTransform`), the model registry, feature extraction and
 model bundles all take one. The constants below are what notebook configs validate against, so
 that checking a study manifest never imports torch.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_write
+from .cache import write_if_changed
 from .options import display_name as _name
 from .runs import collect_runs
 
@@ -167,5 +167,5 @@ def write_status(root: str | Path, manifest: dict, runs_root: str | Path) -> Pat
     """Write :data:`STATUS_FILE` under ``root`` and return its path."""
     path = Path(root) / STATUS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, status_markdown(manifest, runs_root))
+    write_if_changed(path, status_markdown(manifest, runs_root))   # unchanged: no rebuild of the page
     return path

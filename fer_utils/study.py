@@ -31,6 +31,9 @@ Manifest shape::
           quick: {epochs: 2, grid: {augmentation: [hflip], class_weights: [none, inverse]}}
           default: {grid: {augmentation: [none, hflip]}}
         book: {parent: 03_cnn_compare}        # pages are sections of 03's page; or {part: Caption}
+      03_cnn_compare:
+        needs: [02_cnn_baselines]             # notebooks whose run records it reads (absent: every
+                                              # earlier one if its config has runs_root, else none)
 
 The runs of a notebook in a profile are ``runs`` x ``grid`` (narrowed by the profile's ``grid``)
 x ``seeds``, named ``<run>-<cell>-s<seed>`` with the parts that exist: ``vgg16``, ``vgg16-s1``,
@@ -52,6 +55,10 @@ from :func:`fer_utils.paths.project_paths`, except that a profile listed in ``re
 real study) never defaults to the synthetic data: a plan of it that reads a data set needs one
 given. :func:`run_study` also checks the layout of the data set before the first notebook runs
 (:func:`check_data`), so that bad input writes nothing.
+
+Warm re-runs: every executed notebook is stamped with a fingerprint of its notebook, parameters,
+the code, its data set and the stamps of the notebooks it ``needs``; a run whose stamp still
+matches (and whose run record is there) is skipped (:mod:`fer_utils.freshness`; ``force`` re-runs).
 """
 from __future__ import annotations
 
@@ -68,6 +75,8 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from . import freshness
+from .cache import write_if_changed
 from .config import config_for
 from .errors import ConfigError, FERError
 from .options import display_name
@@ -75,7 +84,7 @@ from .paths import BOOK_OUT, MANIFEST, project_paths
 
 DEFAULT_PROFILES = ["quick", "default", "full"]
 QUICK_PROFILE, QUICK_MAX_CELLS = "quick", 2
-NOTEBOOK_KEYS = {"title", "runs", "grid", "profiles", "seeds", "book"}
+NOTEBOOK_KEYS = {"title", "runs", "grid", "profiles", "seeds", "book", "needs"}
 BOOK_KEYS = {"root", "caption", "pages", "planned"}         # the manifest's book:
 PAGE_KEYS = {"parent", "part"}                   # a notebook's book:
 CHECK_KEYS = {"profile", "minutes", "shares", "min_gain_over_majority"}   # the manifest's checks:
@@ -100,6 +109,17 @@ class PlannedRun:
     params: dict[str, Any]
     source: Path           # notebooks/<stem>.ipynb
     output: Path           # <out>/<stem>/<name>.ipynb
+    needs: tuple[str, ...] = ()   # notebooks whose run records this run reads (manifest ``needs``)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`execute_study` did with one planned run."""
+
+    run: PlannedRun
+    seconds: float         # spent now: executing it, or finding it unchanged
+    executed: bool         # False: unchanged since its last execution, skipped
+    run_seconds: float     # the execution that made the notebook now in place (the cold cost)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +238,31 @@ def check_manifest(manifest: Any, source: str = "study manifest") -> None:
             raise ConfigError(f"{where}, book: 'parent' and 'part' exclude each other")
     for stem in manifest["notebooks"]:
         _check_parents(manifest, stem, f"{source}: notebook {stem!r}")
+        _check_needs(manifest, stem, f"{source}: notebook {stem!r}")
     _check_checks(manifest, profiles, source)
+
+
+def _check_needs(manifest: dict, stem: str, where: str) -> None:
+    needs = (manifest["notebooks"][stem] or {}).get("needs")
+    if needs is None:
+        return
+    earlier = list(manifest["notebooks"])[:list(manifest["notebooks"]).index(stem)]
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise ConfigError(f"{where}, needs: expected a list of notebooks, got {needs!r}")
+    for name in needs:
+        if name not in earlier:
+            raise ConfigError(f"{where}, needs: {name!r} is not a notebook listed before it "
+                              f"(earlier notebooks: {', '.join(earlier) or 'none'})")
+
+
+def _needs(manifest: dict, stem: str, cfg) -> tuple[str, ...]:
+    """The notebooks whose run records ``stem`` reads: the manifest's ``needs``, else every earlier
+    notebook when its config reads a runs folder (``runs_root``), else none."""
+    spec = manifest["notebooks"][stem] or {}
+    if spec.get("needs") is not None:
+        return tuple(spec["needs"])
+    stems = list(manifest["notebooks"])
+    return tuple(stems[:stems.index(stem)]) if "runs_root" in cfg.field_names() else ()
 
 
 def _check_checks(manifest: dict, profiles: list[str], source: str) -> None:
@@ -367,7 +411,7 @@ def plan(manifest: dict, profile: str = "default", data_path: str | Path | None 
             params.update({k: v for k, v in inject.items() if k in cfg.field_names()})
             cfg.from_params(params, where=f"{where}, run {run.name!r}")  # full validation
             planned.append(PlannedRun(stem, run.name, params, Path(notebooks_dir) / f"{stem}.ipynb",
-                                      Path(out_dir) / stem / f"{run.name}.ipynb"))
+                                      Path(out_dir) / stem / f"{run.name}.ipynb", _needs(manifest, stem, cfg)))
     if data_required and data_sets(planned):
         raise ConfigError(f"profile {profile!r} is the real study and never runs on the synthetic data: "
                           f"pass --data /path/to/RAF-DB (check it first with `fer data check /path/to/RAF-DB`)")
@@ -375,9 +419,10 @@ def plan(manifest: dict, profile: str = "default", data_path: str | Path | None 
 
 
 def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = None,
-            log_output: bool = False) -> float:
+            log_output: bool = False, fingerprint: str | None = None) -> float:
     """Execute one planned run with papermill in ``cwd`` (None: the project folder); returns
-    seconds. Raises on a failing cell."""
+    seconds. Raises on a failing cell. With ``fingerprint`` (:func:`run_fingerprint`), the executed
+    notebook is stamped with it (:mod:`fer_utils.freshness`), so that an unchanged re-run skips it."""
     import papermill as pm
 
     run.output.parent.mkdir(parents=True, exist_ok=True)
@@ -390,9 +435,10 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
         raise StudyRunError(f"{run.source.name} (run {run.name!r}) failed in cell {exc.exec_count}: "
                             f"{exc.ename}: {exc.evalue}. The executed notebook with the full "
                             f"traceback is {run.output}") from None
-    if run.name != "default":
-        _title_with_run_name(run.output, run.name)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    _finish_notebook(run.output, None if run.name == "default" else run.name,
+                     None if fingerprint is None else freshness.new_stamp(fingerprint, seconds))
+    return seconds
 
 
 def _relative_paths(params: dict[str, Any], cwd: Path) -> dict[str, Any]:
@@ -412,18 +458,23 @@ def display_run_name(name: str) -> str:
     return "-".join(map(display_name, name.split("-")))
 
 
-def _title_with_run_name(path: Path, name: str) -> None:
-    """Append the run name to the page title (first markdown heading) of an executed notebook,
-    so that several runs of one notebook are told apart in the book's navigation."""
+def _finish_notebook(path: Path, name: str | None, stamp: dict | None) -> None:
+    """Append the run ``name`` (None: leave it) to the page title (first markdown heading) of an
+    executed notebook, so that several runs of one notebook are told apart in the book's
+    navigation, and store ``stamp`` (None: none) in its metadata."""
     import nbformat
 
+    if name is None and stamp is None:
+        return
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
+    for cell in nb.cells if name is not None else []:
         if cell.cell_type == "markdown" and cell.source.startswith("# "):
             first, _, rest = cell.source.partition("\n")
             cell.source = f"{first}: {display_run_name(name)}" + (f"\n{rest}" if rest else "")
-            nbformat.write(nb, path)
-            return
+            break
+    if stamp is not None:
+        nb.metadata[freshness.STAMP_KEY] = stamp
+    nbformat.write(nb, path)
 
 
 def plan_study(profile: str = "default", data_path: str | Path | None = None,
@@ -461,34 +512,67 @@ def check_data(runs: Iterable[PlannedRun]) -> None:
         detect_format(path)
 
 
-def execute_study(runs: list[PlannedRun], echo=print) -> list[tuple[PlannedRun, float]]:
-    """Execute planned runs in order, after :func:`check_data`; returns ``(run, seconds)`` pairs.
+def run_fingerprint(run: PlannedRun, data_fingerprints: dict[Path, str] | None = None,
+                    cwd: str | Path | None = None) -> str:
+    """The fingerprint of ``run`` as it would execute now (:func:`fer_utils.freshness.run_fingerprint`):
+    its notebook, its parameters as the notebook sees them, the code, its data set's content and
+    the stamps of the executed runs of the notebooks it ``needs``. ``data_fingerprints`` memoises
+    the data sets' fingerprints over one study."""
+    cwd = Path(cwd or project_paths().root).resolve()
+    data = None
+    if "data_path" in run.params:
+        path = Path(run.params["data_path"])
+        memo = data_fingerprints if data_fingerprints is not None else {}
+        if path not in memo:
+            cache = run.params.get("cache_dir") or project_paths().cache
+            memo[path] = freshness.tree_fingerprint(path, Path(cache) / "study" / "data-fingerprints.json")
+        data = memo[path]
+    upstream = freshness.upstream_stamps(run.output.parent.parent, run.needs)
+    return freshness.run_fingerprint(run.source, _relative_paths(run.params, cwd), data, upstream)
 
-    Nothing is written when the data check fails; a failing notebook stops the study
-    (:class:`StudyRunError`), leaving its executed copy with the traceback.
+
+def execute_study(runs: list[PlannedRun], echo=print, force: bool = False) -> list[RunOutcome]:
+    """Execute planned runs in order, after :func:`check_data`; returns one :class:`RunOutcome`
+    per run.
+
+    A run whose executed notebook carries the fingerprint it would have now (its notebook,
+    parameters, the code, its data and what it reads are unchanged: :mod:`fer_utils.freshness`) and
+    whose run record is there is skipped, unless ``force``. Nothing is written when the data check
+    fails; a failing notebook stops the study (:class:`StudyRunError`), leaving its executed copy
+    with the traceback (and no stamp, so it executes next time).
     """
     check_data(runs)
-    done = []
+    done, data_fingerprints = [], {}
     for i, run in enumerate(runs, 1):
+        start = time.perf_counter()
+        fingerprint = run_fingerprint(run, data_fingerprints)
+        stamp = None if force else freshness.is_current(run.output, fingerprint, run.params.get("run_dir"))
+        if stamp is not None:
+            seconds = time.perf_counter() - start
+            echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} unchanged since {stamp.get('finished', '?')[:16]} "
+                 f"UTC (it ran in {stamp.get('seconds', 0):.1f} s): skipped")
+            done.append(RunOutcome(run, seconds, False, float(stamp.get("seconds", 0.0))))
+            continue
         echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} ...")
-        seconds = execute(run)
+        seconds = execute(run, fingerprint=fingerprint)
         echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} done in {seconds:.1f} s -> {run.output}")
-        done.append((run, seconds))
+        done.append(RunOutcome(run, time.perf_counter() - start, True, seconds))
     return done
 
 
 def run_study(profile: str = "default", data_path: str | Path | None = None,
               runs_root: str | Path | None = None, out_dir: str | Path | None = None,
               cache_dir: str | Path | None = None, only: Iterable[str] | None = None,
-              manifest_path: str | Path | None = None, echo=print) -> list[tuple[PlannedRun, float]]:
+              manifest_path: str | Path | None = None, echo=print, force: bool = False) -> list[RunOutcome]:
     """Plan and execute the manifest's runs for ``profile``; a path left None is the project's
-    (:func:`fer_utils.paths.project_paths`). Notebooks execute in the project folder.
+    (:func:`fer_utils.paths.project_paths`). Notebooks execute in the project folder; unchanged
+    runs are skipped unless ``force`` (:func:`execute_study`).
 
     Every run is planned and the data set checked before the first one executes
     (:func:`plan_study`, :func:`check_data`): an error there writes nothing.
     """
     runs = plan_study(profile, data_path, runs_root, out_dir, cache_dir, only, manifest_path)
-    return execute_study(runs, echo)
+    return execute_study(runs, echo, force)
 
 
 def render_toc(manifest: dict) -> str:
@@ -544,7 +628,7 @@ def build_book(root: str | Path | None = None, strict: bool = True, runs_root: s
     from .status import write_status  # pandas: only when a book is built
 
     manifest = load_manifest(root / MANIFEST)
-    (root / "_toc.yml").write_text(render_toc(manifest), encoding="utf-8")
+    write_if_changed(root / "_toc.yml", render_toc(manifest))
     write_status(root, manifest, project_paths(cwd=root).runs if runs_root is None else runs_root)
     cmd = [exe, "build", str(root)] + (["-W", "-n", "--keep-going"] if strict else [])
     subprocess.run(cmd, check=True)

@@ -38,13 +38,18 @@ def seconds_per_step(data_seconds: float | None, notebook_seconds: Iterable[tupl
     return out
 
 
-def write_times(runs_root: str | Path, profile: str, data_seconds: float | None,
-                runs: Iterable[tuple[Any, float]]) -> Path:
-    """Write the timing record of a study run (replacing the last one) and return its path."""
+def write_times(runs_root: str | Path, profile: str, data_seconds: float | None, runs: Iterable[Any]) -> Path:
+    """Write the timing record of a study run (replacing the last one) and return its path.
+
+    ``runs`` are :class:`fer_utils.study.RunOutcome`: each run's ``seconds`` in the record are
+    those of the execution that made its notebook (a skipped run keeps its cold time, so the budget
+    check stays a check of the cold study); ``executed`` and ``now_seconds`` say what this
+    invocation did."""
     runs = list(runs)
     record = {"profile": profile, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "data_seconds": data_seconds,
-              "runs": [{"notebook": r.notebook, "run": r.name, "seconds": round(s, 2)} for r, s in runs]}
+              "runs": [{"notebook": o.run.notebook, "run": o.run.name, "seconds": round(o.run_seconds, 2),
+                        "executed": o.executed, "now_seconds": round(o.seconds, 2)} for o in runs]}
     path = Path(runs_root) / TIMES_FILE
     atomic_write(path, json.dumps(record, indent=2) + "\n")
     return path
@@ -58,6 +63,15 @@ def read_times(runs_root: str | Path) -> dict:
         raise DataError(f"{path}: no timing record; run `fer study run` first") from None
     except ValueError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def previous_data_seconds(runs_root: str | Path, profile: str) -> float | None:
+    """The data step's seconds in the last timing record of ``profile`` (None: no such record)."""
+    try:
+        times = read_times(runs_root)
+    except DataError:
+        return None
+    return times.get("data_seconds") if times.get("profile") == profile else None
 
 
 def add_book_seconds(runs_root: str | Path, seconds: float) -> Path | None:

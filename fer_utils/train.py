@@ -22,7 +22,9 @@ from fer_utils.errors import ConfigError
 from fer_utils.stats import macro_f1
 from fer_utils.models.runtime import (
     amp_dtype,
+    apply_transform,
     autocast,
+    batch_transform_of,
     batched_forward,
     call_model,
     make_loader,
@@ -187,9 +189,11 @@ class Warmup:
             self.scheduler.step()
 
 
-def _validate(model: nn.Module, loader, device: torch.device, config: TrainConfig, use_amp: bool) -> dict:
+def _validate(model: nn.Module, loader, device: torch.device, config: TrainConfig, use_amp: bool,
+              transform=None) -> dict:
     model.eval()
-    logits, labels = batched_forward(model, loader, device, amp=use_amp, channels_last=config.channels_last)
+    logits, labels = batched_forward(model, loader, device, amp=use_amp, channels_last=config.channels_last,
+                                     transform=transform)
     predicted, labels_np = logits.argmax(1).numpy(), labels.numpy()
     return {"val_loss": F.cross_entropy(logits, labels).item(), "val_acc": float((predicted == labels_np).mean()),
             "val_macro_f1": macro_f1(labels_np, predicted, logits.shape[1])}
@@ -201,7 +205,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
 
     Datasets yield ``(inputs, label_int)``: inputs are an image tensor, a feature vector, or a
     tuple/dict of tensors (see :func:`~fer_utils.models.runtime.call_model`), so a head on
-    cached arrays trains with the same loop as a CNN on images. Training stops after
+    cached arrays trains with the same loop as a CNN on images. An image data set of
+    :func:`~fer_utils.data.make_datasets` yields uint8 images and carries a ``batch_transform``:
+    each batch is moved to the device as uint8 and turned into model inputs there (training
+    batches by the training transform, its per-sample augmentation drawn from a generator seeded
+    with ``config.seed``; validation batches by the evaluation path). Training stops after
     ``config.epochs`` or when ``config.monitor`` has not improved for ``config.patience``
     epochs; the best epoch's weights (kept in memory) are restored into ``model`` at the end,
     unless ``config.restore_best`` is False (then the last epoch's stay). ``progress`` shows a tqdm bar with
@@ -224,6 +232,12 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
                                seed=config.seed, drop_last=len(train_ds) % config.batch_size == 1,
                                balanced=config.sampler == "balanced")
     val_loader = make_loader(val_ds, config.batch_size, device, config.num_workers)
+    # Image data sets yield uint8 batches; their batch transform makes the model inputs on the
+    # device (training: per-sample augmentation drawn from this generator, seeded, so a CPU fit is
+    # repeatable; validation: the evaluation path). Cached features have none.
+    train_transform = batch_transform_of(train_ds, train=True)
+    val_transform = batch_transform_of(val_ds)
+    augment_generator = torch.Generator().manual_seed(config.seed)
     optimizer = _optimizer(model, config)
     warmup = Warmup(optimizer, math.ceil(config.warmup_epochs * len(train_loader)))
     sign = 1.0 if MONITORS[config.monitor] == "max" else -1.0
@@ -235,7 +249,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in train_loader:
-            x, y = to_device(x, device, config.channels_last), y.to(device, non_blocking=True)
+            x = to_device(x, device, config.channels_last and train_transform is None)
+            x = apply_transform(train_transform, x, y, augment_generator, config.channels_last)
+            y = y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, use_amp):
                 logits = call_model(model, x)
@@ -248,7 +264,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        row.update(_validate(model, val_loader, device, config, use_amp))
+        row.update(_validate(model, val_loader, device, config, use_amp, val_transform))
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         score = sign * row[config.monitor]

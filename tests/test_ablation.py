@@ -26,9 +26,9 @@ def test_every_augmentation_setting_trains_in_a_tiny_fit_and_lands_in_one_record
     made = []
     real = experiment.make_datasets
 
-    def spy(index, prep, augmentation="none", rrc_scale=(0.8, 1.0), rotate_degrees=15):
+    def spy(index, prep, augmentation="none", rrc_scale=(0.8, 1.0), rotate_degrees=15, **kwargs):
         made.append((augmentation, rrc_scale[0], rotate_degrees))
-        return real(index, prep, augmentation, rrc_scale, rotate_degrees)
+        return real(index, prep, augmentation, rrc_scale, rotate_degrees, **kwargs)
 
     monkeypatch.setattr(experiment, "make_datasets", spy)
     cfg = AugmentationConfig(data_path=str(synthetic_rafdb), image_size=32, epochs=1, patience=1, batch_size=16,

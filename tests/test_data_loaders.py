@@ -10,6 +10,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+import torch
 from datafixtures import class_colour, make_fer2013, make_imagefolder, make_rafdb, pixel_text, rafdb_lines, write_image
 from PIL import Image
 
@@ -320,9 +321,10 @@ class Tag:
 def test_fer_dataset_items_and_minority_augmentation(tmp_path):
     make_rafdb(tmp_path)
     index = load_rafdb(tmp_path)
-    plain = FERDataset(index)
+    plain = FERDataset(index)  # the tensor path: decoded uint8 images
     image, label = plain[0]
-    assert isinstance(image, Image.Image) and image.mode == "RGB" and label == 0 and len(plain) == 21
+    assert image.dtype == torch.uint8 and image.shape == (8, 8, 3) and label == 0 and len(plain) == 21
+    assert np.array_equal(image.numpy(), np.asarray(open_image(index.iloc[0])))
     minority = {1, 5}
     dataset = FERDataset(index, Tag("plain"), Tag("augmented"), augment_labels=minority)
     for i in range(len(dataset)):
@@ -337,4 +339,4 @@ def test_fer_dataset_items_and_minority_augmentation(tmp_path):
 def test_fer_dataset_pixels_fast_path(tmp_path):
     index = load_fer2013(make_fer2013(tmp_path / "fer.csv", [("2", "Training", pixel_text(9))]))
     image, label = FERDataset(index)[0]
-    assert image.size == (48, 48) and image.getpixel((0, 0)) == (9, 9, 9) and label == index_of("fear")
+    assert image.shape == (48, 48, 3) and image[0, 0].tolist() == [9, 9, 9] and label == index_of("fear")

@@ -126,15 +126,15 @@ def test_minority_augments_only_the_minority_classes(tmp_path):
     counts = dict(enumerate([4, 1, 1, 4, 4, 1, 4], 1))        # fear, disgust, anger below the median
     make_rafdb(tmp_path, lines=[(f"train_{label}{i:04d}.jpg", label) for label, n in counts.items() for i in range(n)])
     train = make_datasets(make_splits(load_rafdb(tmp_path), val_fraction=0), P32, augmentation="minority")["train"]
-    plain_train = make_datasets(make_splits(load_rafdb(tmp_path), val_fraction=0), P32)["train"]
     minority = {index_of("fear"), index_of("disgust"), index_of("anger")}
+    assert train.batch_transform.augment_labels == minority
+    images, labels = train[np.arange(len(train))]
+    plain_batch = train.eval_transform(images)
     changed = set()
-    torch.manual_seed(0)
-    for _ in range(5):
-        for i in range(len(train)):
-            image, label = train[i]
-            if not torch.equal(image, plain_train[i][0]):
-                changed.add(label)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):   # the tensor path, per sample: only minority samples ever change
+        out = train.batch_transform(images, labels, generator)
+        changed |= {int(labels[i]) for i in range(len(train)) if not torch.equal(out[i], plain_batch[i])}
     assert changed == minority
 
 
@@ -169,14 +169,16 @@ def test_make_datasets_augments_train_only(tmp_path):
     datasets = make_datasets(index, P32, augmentation="hflip_always")
     assert list(datasets) == ["train", "val", "test"]
     assert [len(d) for d in datasets.values()] == [21, 7, 7]
-    image, label = datasets["test"][0]
-    assert image.shape == (3, 32, 32) and isinstance(label, int)
-
-    def flips(split):
-        return [isinstance(t, v2.RandomHorizontalFlip) for t in datasets[split].transform.transforms]
-    assert any(flips("train")) and not any(flips("val")) and not any(flips("test"))
+    image, label = datasets["test"][0]   # decoded uint8 images; the batch transform makes the inputs
+    assert image.shape == (8, 8, 3) and image.dtype == torch.uint8 and isinstance(label, int)
+    assert datasets["train"].batch_transform.train and datasets["train"].batch_transform.augmentation == "hflip_always"
+    assert not datasets["val"].batch_transform.train and not datasets["test"].batch_transform.train
+    batch, labels = datasets["test"][[0, 2]]
+    assert batch.shape == (2, 8, 8, 3) and labels.tolist() == [datasets["test"][0][1], datasets["test"][2][1]]
+    assert datasets["test"].batch_transform(batch).shape == (2, 3, 32, 32)
     minority = make_datasets(index, P32, augmentation="minority")
-    assert minority["train"].augment_labels == minority_classes(index.loc[index["split"] == "train", "label"])
-    assert minority["test"].augment_transform is None
+    assert minority["train"].batch_transform.augment_labels == minority_classes(
+        index.loc[index["split"] == "train", "label"])
+    assert minority["test"].batch_transform.augment_labels is None
     with pytest.raises(ConfigError, match="unknown augmentation"):
         make_datasets(index, P32, augmentation="flip")

@@ -12,7 +12,7 @@ from captum.attr import LayerGradCam
 from PIL import Image
 
 from fer_utils import fusion_study
-from fer_utils.data import build_transform
+from fer_utils.data import image_transform
 from fer_utils.errors import ConfigError
 from fer_utils.explain import CAM_LAYERS, GradCAM, TextContribution, cam_layer, gradcam, text_contribution
 from fer_utils.fused_bundle import captioner_record, encoder_record, save_fused_bundle
@@ -251,7 +251,7 @@ def test_text_contribution_compares_the_caption_with_the_neutral_sentence(fused,
 
     # without text: the neutral caption through the same encoder, fuse and head, by hand
     with torch.no_grad():
-        features = fused["cnn"].forward_features(build_transform(SMALL)(face).unsqueeze(0)).numpy()
+        features = fused["cnn"].forward_features(image_transform(SMALL)(face).unsqueeze(0)).numpy()
         text = fused["encoder"].encode([CONSTANT_CAPTION])
         expected = fused["head"](torch.from_numpy(fuse(features, text, "fused", NORM))).softmax(1)[0].numpy()
     np.testing.assert_allclose([result.without_text[name] for name in EMOTIONS], expected, atol=1e-5)

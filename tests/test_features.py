@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import build_transform, file_sha256, fingerprint, open_image
+from fer_utils.data import build_transform, file_sha256, fingerprint, image_transform, open_image
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import DataError
 from fer_utils.cache import Cache
@@ -56,7 +56,7 @@ def test_features_are_the_penultimate_vectors(index, counted_model):
     assert ids == index["id"].tolist()
     assert features.shape == (11, 512) and features.dtype == np.float32
     assert counted_model.calls == 3  # 11 images in batches of 4
-    transform = build_transform(PREPROCESSING)
+    transform = image_transform(PREPROCESSING)  # the serving path: the same numbers
     x = torch.stack([transform(open_image(row)) for _, row in index.iterrows()])
     with torch.no_grad():
         expected = counted_model.forward_features(x).numpy()
@@ -109,7 +109,7 @@ def test_cache_hits_only_when_nothing_changed(index, counted_model, tmp_path):
         counted_model.features[0].weight[0, 0, 0, 0] += 1e-3
     assert extract(counted_model, index, cache)[1] == 11
     assert extract(counted_model, index, cache, Preprocessing(32, (0.4, 0.5, 0.5), (0.5, 0.5, 0.5)))[1] == 11
-    assert len(list(cache.rglob("*.npy"))) == 11 + 1 + 11 + 11  # one entry per key, none overwritten
+    assert len(list((cache / CACHE_NAMESPACE).rglob("*.npy"))) == 11 + 1 + 11 + 11  # one entry per key, none overwritten
     assert not list(cache.rglob("*.tmp"))
 
 

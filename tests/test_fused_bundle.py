@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fer_utils.cli import main
-from fer_utils.data import build_transform
+from fer_utils.data import image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.fused_bundle import (CNN_FOLDER, HEAD_FILE, captioner_record, encoder_record,
                                     save_fused_bundle)
@@ -99,7 +99,7 @@ def test_predicts_end_to_end_like_the_manual_pipeline(parts, predictor, images):
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
 
     rgb = [images[0], Image.open(images[1]).convert("RGB"), Image.fromarray(images[2]).convert("RGB")]
-    transform = build_transform(PREPROCESSING)
+    transform = image_transform(PREPROCESSING)
     with torch.no_grad():
         features = parts["cnn"].forward_features(torch.stack([transform(im) for im in rgb])).numpy()
     faces = [FaceImage(id=str(i), pixels=np.asarray(im)) for i, im in enumerate(rgb)]

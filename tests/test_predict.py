@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import build_transform
+from fer_utils.data import BatchTransform, image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
 from fer_utils.models import create_model
@@ -42,7 +42,7 @@ def images(tmp_path):
 def test_round_trip_gives_identical_predictions(bundle, model, images):
     predictor = Predictor.from_bundle(bundle)
     proba = predictor.predict(images)
-    transform = build_transform(PREPROCESSING)
+    transform = image_transform(PREPROCESSING)
     rgb = [images[0], Image.open(images[1]).convert("RGB"), Image.fromarray(images[2]).convert("RGB")]
     with torch.no_grad():
         expected = model(torch.stack([transform(im) for im in rgb])).softmax(1)
@@ -313,3 +313,18 @@ def test_bundles_of_the_original_protocol_are_never_chosen_automatically(tmp_pat
     assert len(skipped) == 1 and "original study's protocol" in skipped[0] and "b-original" in skipped[0]
     assert choose_bundle(tmp_path / "runs", DATA["fingerprint"])["path"] == str(corrected)
     assert Predictor.from_bundle(tmp_path / "runs" / "b-original" / "bundle").manifest["provenance"]["protocol"] == "original"
+
+
+def test_predictor_input_is_the_eval_tensor_path(bundle, model, images):
+    """What a served model sees is what validation saw: the evaluation BatchTransform of the
+    decoded uint8 image (PIL image, file or grey array alike)."""
+    predictor = Predictor.from_bundle(bundle)
+    evaluation = BatchTransform(PREPROCESSING)
+    rgb = [np.array(images[0]), np.array(Image.open(images[1]).convert("RGB")),
+           np.array(Image.fromarray(images[2]).convert("RGB"))]
+    for position, (image, pixels) in enumerate(zip(images, rgb)):
+        expected = evaluation(torch.from_numpy(pixels)[None])
+        assert torch.equal(predictor._tensor(image, position), expected[0])
+        with torch.no_grad():
+            proba = model(expected).softmax(1).numpy()
+        np.testing.assert_array_equal(predictor.predict([image]), proba)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -372,9 +373,10 @@ def quick_study(tmp_path_factory, synthetic_rafdb):
 @pytest.mark.slow
 def test_every_notebook_executes_and_writes_its_run_record(quick_study, synthetic_rafdb):
     paths, done = quick_study
-    assert {r.notebook for r, _ in done} == {p.stem for p in NOTEBOOKS}
+    assert {o.run.notebook for o in done} == {p.stem for p in NOTEBOOKS}
+    assert all(o.executed for o in done)
     without_data = set()
-    for run, _seconds in done:
+    for run in (o.run for o in done):
         assert run.output.parent.parent == paths.book_out
         assert Path(run.params["run_dir"]).parent.parent == paths.runs
         nb = nbformat.read(run.output, as_version=4)
@@ -475,3 +477,94 @@ def test_the_ablation_notebooks_record_every_setting_and_seed(quick_study):
     assert m["fusion"]["cnn_bundle"] == fusion["cnn_bundle"]["path"]
     assert m["fusion"]["reproduced"] and all(r["macro_f1"] == r["fusion_macro_f1"] for r in m["fusion"]["reproduced"])
     assert set(m["chosen_beta"].values()) <= {0.9, 0.999}
+
+
+@pytest.mark.slow
+def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(quick_study, synthetic_rafdb):
+    """Runs last in this module (it re-executes some of the quick study's notebooks in place)."""
+    paths, cold = quick_study
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV_DIRS.values():
+            mp.delenv(var, raising=False)
+        mp.setenv(ENV_HOME, str(paths.root))
+
+        def rerun(**kwargs):
+            lines = []
+            done = study.run_study(profile="quick", data_path=synthetic_rafdb, echo=lines.append, **kwargs)
+            return {f"{o.run.notebook}/{o.run.name}" for o in done if o.executed}, done, lines
+
+        written = {o.run.output: o.run.output.stat().st_mtime_ns for o in cold}
+        executed, warm, lines = rerun()
+        assert executed == set() and len(warm) == len(cold)
+        assert {o.run.output: o.run.output.stat().st_mtime_ns for o in warm} == written   # nothing rewritten
+        assert all(o.run_seconds == pytest.approx(c.run_seconds, abs=0.01) for o, c in zip(warm, cold))
+        assert all("skipped" in line for line in lines)
+
+        # an edited notebook re-runs, with nothing that does not read its records
+        source = paths.notebooks / "05_vlm_compare.ipynb"
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
+        nbformat.write(nb, source)
+        assert rerun()[0] == {"05_vlm_compare/default"}
+        # a run record that went missing: that run executes again
+        (paths.runs / "03_cnn_compare" / "default" / "metrics.json").unlink()
+        assert rerun()[0] == {"03_cnn_compare/default"}
+        # a re-executed upstream run (forced) re-runs the notebooks that need it, and only those
+        one = next(o.run for o in cold if o.run.notebook == "04_vlm_prompts")
+        assert rerun(only=["04_vlm_prompts"], force=True)[0] == {
+            f"04_vlm_prompts/{o.run.name}" for o in cold if o.run.notebook == "04_vlm_prompts"}
+        assert rerun()[0] == {"05_vlm_compare/default"}
+        assert study.freshness.read_stamp(one.output)["seconds"] > 0
+        # a changed data set (one image's bytes) re-runs every run that reads it, and what needs them
+        image = next(p for p in sorted(synthetic_rafdb.rglob("*.jpg")))
+        original = image.read_bytes()
+        try:
+            image.write_bytes(original + b"\0")
+            runs_after = rerun()[0]
+        finally:
+            image.write_bytes(original)
+        assert {r.split("/")[0] for r in runs_after} == {o.run.notebook for o in cold}
+
+
+def test_needs_name_earlier_notebooks():
+    manifest = study.load_manifest(REPO / "notebooks" / "study.yaml")
+    planned = study.plan(manifest, "quick", data_path="/data")
+    needs = {r.notebook: r.needs for r in planned}
+    assert needs["01_data"] == () and needs["03_cnn_compare"] == ("02_cnn_baselines",)
+    assert needs["08_class_weights"] == ("02_cnn_baselines", "06_fusion")
+    manifest["notebooks"]["03_cnn_compare"]["needs"] = ["06_fusion"]
+    with pytest.raises(ConfigError, match="needs: '06_fusion' is not a notebook listed before it"):
+        study.check_manifest(manifest)
+    manifest["notebooks"]["03_cnn_compare"]["needs"] = "02_cnn_baselines"
+    with pytest.raises(ConfigError, match="needs: expected a list"):
+        study.check_manifest(manifest)
+    del manifest["notebooks"]["03_cnn_compare"]["needs"]   # absent: every earlier notebook (it reads runs)
+    assert next(r.needs for r in study.plan(manifest, "quick", data_path="/data")
+                if r.notebook == "03_cnn_compare") == ("01_data", "02_cnn_baselines")
+
+
+def test_data_fingerprints_follow_content_and_remember_untouched_trees(tmp_path):
+    from fer_utils import freshness
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.jpg").write_bytes(b"one")
+    (root / ".hidden").write_text("ignored")
+    memo = tmp_path / "memo.json"
+    first = freshness.tree_fingerprint(root, memo)
+    assert freshness.tree_fingerprint(root) == first                      # the memo changes nothing
+    (root / ".hidden").write_text("still ignored")
+    assert freshness.tree_fingerprint(root, memo) == first
+    (root / "a" / "x.jpg").write_bytes(b"two")
+    second = freshness.tree_fingerprint(root, memo)
+    assert second != first
+    (root / "a" / "x.jpg").rename(root / "a" / "y.jpg")                  # a renamed file is another data set
+    assert freshness.tree_fingerprint(root) != second
+    # the memo is trusted while paths, sizes and times are unchanged: same bytes length and mtime
+    stat = (root / "a" / "y.jpg").stat()
+    before = freshness.tree_fingerprint(root, memo)
+    (root / "a" / "y.jpg").write_bytes(b"six")
+    os.utime(root / "a" / "y.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert freshness.tree_fingerprint(root, memo) == before
+    assert freshness.tree_fingerprint(root) != before                     # without it, the content
+    assert freshness.code_fingerprint() == freshness.code_fingerprint()

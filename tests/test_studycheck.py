@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils import repro, runs, studycheck
+from fer_utils import repro, runs, study, studycheck
 from fer_utils.evaluate import evaluate, predictions_frame
 from fer_utils.study import PlannedRun
 
@@ -65,7 +65,9 @@ def test_check_study_reports_what_is_missing_or_broken(tmp_path):
     assert "02_cnn_baselines / never: no executed notebook" in text
     assert "no timing record" in text
 
-    studycheck.write_times(runs_root, "default", 10.0, [(planned[0], 30.0), (planned[1], 45.0)])
+    # a run skipped as unchanged (0.1 s now) counts with the seconds of the execution that made it
+    studycheck.write_times(runs_root, "default", 10.0, [study.RunOutcome(planned[0], 0.1, False, 30.0),
+                                                        study.RunOutcome(planned[1], 45.0, True, 45.0)])
     problems = studycheck.check_study(planned, manifest, "default", runs_root, html, book_out)
     assert any("02_cnn_baselines took 75 s, over its share" in p for p in problems)
     assert any("no book build time" in p for p in problems)

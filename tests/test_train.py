@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from fer_utils.data import FERDataset, build_transform
+from fer_utils.data import BatchTransform, FERDataset, make_datasets, make_splits
 from fer_utils.errors import ConfigError
 from fer_utils.models import create_model
 from fer_utils.preprocessing import Preprocessing
@@ -151,7 +151,8 @@ def test_fit_registry_model_on_image_files(tmp_path):
         rows.append({"id": str(i), "path": str(path), "pixels": None, "label": label, "split": "train",
                      "source": "imagefolder"})
     index = pd.DataFrame(rows)
-    dataset = FERDataset(index, build_transform(Preprocessing.preset(32, "half")))
+    dataset = FERDataset(index, batch_transform=BatchTransform(Preprocessing.preset(32, "half"), "hflip_rotate",
+                                                               train=True))
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=2)
     result = fit(model, dataset, dataset, config(epochs=2, patience=2, lr=1e-3), progress=False)
@@ -210,3 +211,29 @@ def test_fit_and_predict_take_tuple_inputs_of_2d_features_with_channels_last():
     assert len(result.history) == 20 and result.history["val_acc"].max() > 0.8   # it learns from the pairs
     proba = predict_proba(head, _TwoInputs(16, 2), device="cpu", num_workers=0)
     assert proba.shape == (16, 7)
+
+
+def _fit_on_images(index, augmentation, seed=3):
+    sets = make_datasets(index, Preprocessing.preset(32, "half"), augmentation, (0.5, 1.0))
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=7)
+    result = fit(model, sets["train"], sets["val"], config(epochs=2, patience=2, seed=seed, batch_size=8),
+                 progress=False)
+    return result.history.drop(columns="seconds"), model.state_dict()
+
+
+@pytest.mark.parametrize("augmentation", ["hflip_rotate", "random_resized_crop"])
+def test_fit_on_the_tensor_path_is_repeatable_for_a_seed(tmp_path, augmentation):
+    """Training on decoded uint8 batches with per-sample augmentation on the device: the same seed
+    gives bit-for-bit the same history and weights on CPU; another seed draws other augmentations."""
+    from datafixtures import make_rafdb
+
+    from fer_utils.data import load_rafdb
+    make_rafdb(tmp_path, lines=[(f"train_{i:05d}.jpg", i % 7 + 1) for i in range(1, 29)])
+    index = make_splits(load_rafdb(tmp_path), val_fraction=0.25, seed=0)
+    first, weights = _fit_on_images(index, augmentation)
+    second, again = _fit_on_images(index, augmentation)
+    pd.testing.assert_frame_equal(first, second)
+    assert all(torch.equal(weights[name], again[name]) for name in weights)
+    other, _ = _fit_on_images(index, augmentation, seed=4)
+    assert not other.equals(first)

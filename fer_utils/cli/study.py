@@ -26,13 +26,16 @@ def study():
               help="Where executed notebooks go (default: the project's book/experiments).")
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Study manifest (default: the project's notebooks/study.yaml).")
-def study_run(profile, data_path, only, runs_root, out_dir, manifest):
+@click.option("--force", is_flag=True,
+              help="Execute every run, also those unchanged since their last execution.")
+def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
     """Execute the study manifest with papermill.
 
     Nothing is written until the plan (manifest, profile, --only, parameters) and the data set's
     layout are checked; without --data, the project's data set is generated first if missing,
     except for a profile listed under requires_data in the manifest (full, the real study), which
-    is then an error.
+    is then an error. A run whose notebook, parameters, code, data set and the run records it reads
+    are unchanged since it last executed is skipped (--force executes it again).
     """
     from .. import study as st
     from .. import studycheck
@@ -43,14 +46,20 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest):
     if data_path is None:
         for path in st.data_sets(runs):  # the project's default data set, when a run reads it
             data_seconds = (data_seconds or 0.0) + _generate_default_data(path)
-    done = st.execute_study(runs, echo=click.echo)
-    click.echo(f"{len(done)} notebook run(s) in {sum(s for _, s in done):.1f} s; time per step:")
-    seconds = studycheck.seconds_per_step(data_seconds, [(run.notebook, s) for run, s in done])
+    done = st.execute_study(runs, echo=click.echo, force=force)
+    executed = [o for o in done if o.executed]
+    click.echo(f"{len(executed)} notebook run(s) executed, {len(done) - len(executed)} unchanged and skipped; "
+               f"{sum(o.seconds for o in done):.1f} s now")
+    runs_folder = runs_root or project().runs
+    if data_seconds == 0.0:  # the data set was there: its cost is that of the run that made it
+        data_seconds = studycheck.previous_data_seconds(runs_folder, profile)
+    click.echo("time per step (each notebook as its last execution took: a cold run's time):")
+    seconds = studycheck.seconds_per_step(data_seconds, [(o.run.notebook, o.run_seconds) for o in done])
     checks = st.load_manifest(manifest).get("checks")
     for line in studycheck.budget_lines(checks, profile, seconds):
         click.echo(line)
     if not only:  # the timing record is the whole study's
-        studycheck.write_times(runs_root or project().runs, profile, data_seconds, done)
+        studycheck.write_times(runs_folder, profile, data_seconds, done)
 
 
 @study.command("check")

@@ -1,27 +1,38 @@
 """A torch ``Dataset`` over a data index."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import Dataset
 
 from fer_utils.data.index import check_index, load_rgb
 
 
 class FERDataset(Dataset):
-    """Samples of an index as ``(transformed image, label)`` pairs.
+    """Samples of an index as ``(uint8 image [H, W, 3], label)`` pairs, plus the batch transform
+    that turns a batch of them into model inputs on the model's device.
 
-    ``transform`` is applied to every sample, except when ``augment_labels`` (a set of class
-    indices) is given: samples with those labels get ``augment_transform`` instead (the
-    "augment minority classes only" preset, see
-    :func:`fer_utils.data.transforms.build_dataset_transforms`). Without any transform the
-    item is an RGB PIL image.
+    The images come from one decoded uint8 array ``[N, H, W, 3]``
+    (:func:`fer_utils.data.decoded.decoded_images`: decoded once, memory-mapped from the cache
+    when ``cache_dir`` is given, else decoded into memory), or ``images`` (such an array, e.g. a
+    whole index decoded once) with ``rows`` (this data set's positions in it). Indexing with a
+    list/array of positions returns a whole batch ``(uint8 [B, H, W, 3], int64 [B])`` with one
+    fancy index into the array: :func:`fer_utils.models.runtime.make_loader` fetches batches so.
+    ``batch_transform`` (a :class:`~fer_utils.data.tensor_transforms.BatchTransform`, None: none)
+    is what :func:`fer_utils.train.fit` applies to training batches; ``eval_transform`` is its
+    evaluation path, used for validation, testing and feature extraction.
 
-    Only plain lists and the transforms are stored, so the data set pickles cheaply into
-    ``DataLoader`` workers. In-memory ``pixels`` (FER2013) skip file reading; ``draft_size``
-    lets JPEG files decode at a reduced scale that is still at least that size.
+    Legacy per-image mode: a ``transform`` (a callable on RGB PIL images, e.g. the v2 pipeline of
+    :func:`fer_utils.data.transforms.build_transform`) decodes each sample with PIL on every access
+    and returns ``transform(image)``; ``augment_transform`` replaces it for samples whose label is
+    in ``augment_labels``. This is the path the tensor one replaced; it is kept for old callers.
+
+    A memory-mapped array pickles as its file name (DataLoader workers reopen it and share its
+    pages); in-memory ``pixels`` (FER2013) need no file.
     """
 
     def __init__(
@@ -32,24 +43,64 @@ class FERDataset(Dataset):
         augment_labels: Iterable[int] | None = None,
         *,
         draft_size: int | None = None,
+        batch_transform=None,
+        images: np.ndarray | None = None,
+        rows: Iterable[int] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        store_size: int | None = None,
     ) -> None:
         check_index(index)
         if (augment_labels is None) != (augment_transform is None):
             raise ValueError("augment_transform and augment_labels must be given together")
         self.ids: list[str] = index["id"].tolist()
-        self.paths: list[str | None] = index["path"].tolist()
-        self.pixels: list[np.ndarray | None] = index["pixels"].tolist()
         self.labels: np.ndarray = index["label"].to_numpy(dtype=np.int64)
         self.transform = transform
         self.augment_transform = augment_transform
         self.augment_labels = frozenset(int(c) for c in augment_labels) if augment_labels is not None else frozenset()
         self.draft_size = draft_size
+        self.batch_transform = batch_transform
+        self.legacy = transform is not None
+        if self.legacy:
+            self.paths: list[str | None] = index["path"].tolist()
+            self.pixels: list[np.ndarray | None] = index["pixels"].tolist()
+            self.images, self.rows = None, None
+            return
+        if images is None:
+            from fer_utils.data.decoded import decoded_images
+            images = decoded_images(index, cache_dir, store_size)
+            rows = None
+        self.images = images
+        self.rows = np.arange(len(index), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(self.rows) != len(index) or (len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(images))):
+            raise ValueError(f"rows must give one position in images (of {len(images)}) per index row ({len(index)})")
+
+    @property
+    def eval_transform(self):
+        """The evaluation path of :attr:`batch_transform` (None without one)."""
+        return None if self.batch_transform is None else self.batch_transform.for_eval()
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int):
-        image = load_rgb(self.paths[i], self.pixels[i], self.draft_size)
-        label = int(self.labels[i])
-        transform = self.augment_transform if label in self.augment_labels else self.transform
-        return (transform(image) if transform is not None else image), label
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and self.images.filename:
+            state["images"] = os.fspath(self.images.filename)  # reopened by the worker, not copied
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("images"), str):
+            state["images"] = np.load(state["images"], mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)
+
+    def __getitem__(self, i):
+        if self.legacy:
+            image = load_rgb(self.paths[i], self.pixels[i], self.draft_size)
+            label = int(self.labels[i])
+            transform = self.augment_transform if label in self.augment_labels else self.transform
+            return transform(image), label
+        if isinstance(i, (list, tuple, np.ndarray, torch.Tensor)):
+            positions = np.asarray(i, dtype=np.int64)
+            return (torch.from_numpy(np.ascontiguousarray(self.images[self.rows[positions]])),
+                    torch.from_numpy(self.labels[positions]))
+        return torch.from_numpy(np.array(self.images[self.rows[i]])), int(self.labels[i])

@@ -1,6 +1,13 @@
-"""Image transforms and augmentation presets, and the per-split torch data sets.
+"""Augmentation presets, the per-split torch data sets, and the legacy per-image PIL transforms.
 
-Every transform follows a :class:`~fer_utils.preprocessing.Preprocessing`: ``Resize((size, size))``
+:func:`make_datasets` builds the data sets of the one tensor path: images decoded once
+(:mod:`fer_utils.data.decoded`), turned into model inputs batch by batch on the model's device by a
+:class:`~fer_utils.data.tensor_transforms.BatchTransform` (see that module for how each preset is
+done on tensors, per sample). :func:`build_transform` and :func:`build_dataset_transforms` are the
+per-image PIL pipeline that path replaced; the package no longer feeds models with them (they are
+kept for old callers and as the reference the tensor path is compared with).
+
+Every PIL transform follows a :class:`~fer_utils.preprocessing.Preprocessing`: ``Resize((size, size))``
 -> [augmentation, training only] -> ``ToImage`` -> ``ToDtype(float32, scale=True)`` ->
 ``Normalize(mean, std)``. Augmentation presets (:data:`~fer_utils.preprocessing.AUGMENTATIONS`):
 
@@ -17,6 +24,7 @@ Every transform follows a :class:`~fer_utils.preprocessing.Preprocessing`: ``Res
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -25,14 +33,14 @@ import torch
 from torchvision.transforms import v2
 
 from fer_utils.data.dataset import FERDataset
+from fer_utils.data.decoded import decoded_images
+from fer_utils.data.tensor_transforms import BatchTransform, check_augmentation, check_rrc_scale
 from fer_utils.data.index import SPLITS, check_index, class_counts
 from fer_utils.errors import ConfigError
-from fer_utils.preprocessing import AUGMENTATIONS, MINORITY_AUGMENTATION, Preprocessing
+from fer_utils.preprocessing import MINORITY_AUGMENTATION, Preprocessing
 
 
-def _check_augmentation(augmentation: str) -> None:
-    if augmentation not in AUGMENTATIONS:
-        raise ConfigError(f"unknown augmentation {augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}")
+_check_augmentation = check_augmentation
 
 
 def _augmentation_steps(augmentation: str, image_size: int, rrc_scale: Sequence[float], rotate_degrees: float) -> list:
@@ -45,9 +53,7 @@ def _augmentation_steps(augmentation: str, image_size: int, rrc_scale: Sequence[
     if augmentation == "hflip_rotate":
         return [v2.RandomHorizontalFlip(p=0.5), v2.RandomRotation(rotate_degrees)]
     if augmentation == "random_resized_crop":
-        low, high = rrc_scale
-        if not 0 < low <= high <= 1:
-            raise ConfigError(f"rrc_scale must be (low, high) with 0 < low <= high <= 1, got {tuple(rrc_scale)}")
+        low, high = check_rrc_scale(rrc_scale)
         return [v2.RandomResizedCrop(image_size, scale=(low, high), antialias=True)]
     raise ConfigError(f"augmentation {augmentation!r} augments only some classes: "
                       "use build_dataset_transforms() or make_datasets()")
@@ -109,30 +115,55 @@ def build_dataset_transforms(
             minority_classes(labels))
 
 
+def build_batch_transforms(
+    labels: Iterable[int],
+    augmentation: str,
+    preprocessing: Preprocessing,
+    rrc_scale: tuple[float, float] = (0.8, 1.0),
+    rotate_degrees: float = 15,
+) -> BatchTransform:
+    """The training :class:`~fer_utils.data.tensor_transforms.BatchTransform` of ``augmentation``
+    (``labels``: the training labels, used by ``"minority"`` to find the minority classes)."""
+    check_augmentation(augmentation)
+    minority = minority_classes(labels) if augmentation == "minority" else None
+    return BatchTransform(preprocessing, augmentation, train=True, rrc_scale=rrc_scale,
+                          rotate_degrees=rotate_degrees, augment_labels=minority)
+
+
 def make_datasets(
     index: pd.DataFrame,
     preprocessing: Preprocessing,
     augmentation: str = "none",
     rrc_scale: tuple[float, float] = (0.8, 1.0),
     rotate_degrees: float = 15,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    store_size: int | None = None,
 ) -> dict[str, FERDataset]:
     """One :class:`FERDataset` per split present in ``index`` (keys in train, val, test order).
 
-    Only ``train`` is augmented; ``val`` and ``test`` always get the plain transform.
+    The whole index is decoded once (:func:`~fer_utils.data.decoded.decoded_images`: from and into
+    ``cache_dir``'s decoded-image cache when given, else in memory; images of mixed sizes are
+    resized once to ``store_size``, by default ``preprocessing.image_size``) and every split indexes
+    that one array. Each data set yields uint8 images; its ``batch_transform`` makes the model
+    inputs on the model's device: ``train`` gets the training transform of ``augmentation``
+    (:func:`build_batch_transforms`), ``val`` and ``test`` the evaluation one.
     """
     check_index(index)
-    _check_augmentation(augmentation)
-    common = dict(rrc_scale=rrc_scale, rotate_degrees=rotate_degrees)
+    check_augmentation(augmentation)
+    if augmentation == "random_resized_crop":
+        check_rrc_scale(rrc_scale)
+    images = decoded_images(index, cache_dir, preprocessing.image_size if store_size is None else store_size)
+    splits = index["split"].to_numpy()
     datasets = {}
     for split in SPLITS:
-        part = index[index["split"] == split]
-        if part.empty:
+        rows = np.flatnonzero(splits == split)
+        if not len(rows):
             continue
+        part = index.iloc[rows]
         if split == "train":
-            transform, augment_transform, augment_labels = build_dataset_transforms(
-                part["label"], augmentation, preprocessing, **common)
+            transform = build_batch_transforms(part["label"], augmentation, preprocessing, rrc_scale, rotate_degrees)
         else:
-            transform, augment_transform, augment_labels = build_transform(preprocessing, **common), None, None
-        datasets[split] = FERDataset(part, transform, augment_transform, augment_labels,
-                                     draft_size=preprocessing.image_size)
+            transform = BatchTransform(preprocessing)
+        datasets[split] = FERDataset(part, batch_transform=transform, images=images, rows=rows)
     return datasets

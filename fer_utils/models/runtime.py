@@ -102,6 +102,34 @@ def balanced_sampler(labels, generator: torch.Generator | None = None) -> Weight
     return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
 
 
+def _batch_indexed(dataset: Dataset) -> bool:
+    """Whether ``dataset[list_of_positions]`` returns a whole batch (a tensor-path FERDataset)."""
+    return getattr(dataset, "images", None) is not None and not getattr(dataset, "legacy", True)
+
+
+def batch_transform_of(dataset: Dataset, train: bool = False):
+    """The batch transform that makes ``dataset``'s model inputs on the device, or None (its items
+    already are model inputs: cached features, a legacy per-image transform). ``train`` picks the
+    training transform; otherwise its evaluation path. A ``Subset`` has its data set's."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    transform = getattr(dataset, "batch_transform", None)
+    if transform is None:
+        return None
+    return transform if train else transform.for_eval()
+
+
+def apply_transform(transform, batch, labels=None, generator: torch.Generator | None = None,
+                    channels_last: bool = False):
+    """``transform(batch, labels, generator)`` (None: the batch as it is), then the NHWC layout of
+    4-D results when ``channels_last``: the step between :func:`to_device` and the model."""
+    if transform is not None:
+        batch = transform(batch, labels, generator)
+    if channels_last and isinstance(batch, torch.Tensor) and batch.ndim == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
 def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int | str = "auto",
                 shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
                 balanced: bool = False) -> DataLoader:
@@ -112,14 +140,18 @@ def make_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
     workers = default_num_workers(device) if num_workers == "auto" else int(num_workers)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     sampler = balanced_sampler(dataset_labels(dataset), generator) if balanced else None
-    if isinstance(dataset, TensorDataset) and workers == 0:
-        # Cached arrays: fetch each batch with one tensor index instead of one __getitem__ per
-        # sample and a collate (fusion heads trained 2-3x faster). The sampler is the one the
-        # plain path builds, drawing from the same generator, so the batches are identical.
+    batch_indexed = _batch_indexed(dataset)
+    if (isinstance(dataset, TensorDataset) and workers == 0) or batch_indexed:
+        # Cached arrays, or a data set of decoded images (FERDataset): fetch each batch with one
+        # index (one fancy index into the array) instead of one __getitem__ per sample and a
+        # collate (fusion heads trained 2-3x faster). The sampler is the one the plain path
+        # builds, drawing from the same generator, so the batches are identical.
         if sampler is None:
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None,
-                          generator=generator, pin_memory=device.type == "cuda")
+                          generator=generator, num_workers=workers if batch_indexed else 0,
+                          worker_init_fn=_seed_worker if batch_indexed and workers else None,
+                          persistent_workers=batch_indexed and workers > 0, pin_memory=device.type == "cuda")
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
         generator=generator, num_workers=workers, worker_init_fn=_seed_worker if workers else None,
@@ -156,21 +188,28 @@ def call_model(fn: Callable, inputs):
 
 
 def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, device: torch.device,
-                    amp: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    amp: bool = False, channels_last: bool = False,
+                    transform: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``fn`` over ``batches`` in inference mode; return outputs (float32, CPU) and labels.
 
     A batch is model inputs or an ``(inputs, label)`` pair (what a DataLoader over a
     :class:`~fer_utils.data.FERDataset` or a ``TensorDataset(x, y)`` yields); inputs are a tensor,
     or a tuple/dict of tensors passed to ``fn`` as :func:`call_model` says. Labels are ``None``
-    when the batches carry none. Put the model in eval mode (and on ``device``) before calling.
+    when the batches carry none. ``transform`` (e.g. a data set's evaluation
+    :class:`~fer_utils.data.BatchTransform`) turns the inputs into model inputs on ``device``,
+    outside autocast (preprocessing stays float32). Put the model in eval mode (and on
+    ``device``) before calling.
     """
     outputs, labels = [], []
-    with torch.inference_mode(), autocast(device, amp):
+    with torch.inference_mode():
         for batch in batches:
             if isinstance(batch, (list, tuple)):
                 batch, y = batch[0], batch[1]
                 labels.append(torch.as_tensor(y))
-            outputs.append(call_model(fn, to_device(batch, device, channels_last)).float().cpu())
+            x = to_device(batch, device, channels_last and transform is None)
+            x = apply_transform(transform, x, channels_last=channels_last)
+            with autocast(device, amp):
+                outputs.append(call_model(fn, x).float().cpu())
     if not outputs:
         raise ValueError("no batches to run: the dataset is empty")
     return torch.cat(outputs), (torch.cat(labels) if labels else None)
