@@ -34,14 +34,14 @@ def measure_features(model: str = "densenet121", device: str = "auto", n: int = 
     the ratios b/a and b/c (see the module's description)."""
     import torch
 
-    from fer_utils.data import build_transform, load_dataset, open_image
+    from fer_utils.data import image_transform, load_dataset, open_image
     from fer_utils.features import extract_features
     from fer_utils.models import create_model, model_info
     from fer_utils.models.runtime import autocast, resolve_device
 
     device = resolve_device(device)
     preprocessing = model_info(model).preprocessing.with_size(image_size)
-    transform = build_transform(preprocessing)
+    transform = image_transform(preprocessing)  # the serving path: one image at a time
     plain = create_model(model).eval().to(device)  # for (a): what a person writes first
     tuned = copy.deepcopy(plain)  # for (b) and (c), with the channels_last/fp16 options
     if channels_last:

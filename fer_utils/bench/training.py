@@ -56,8 +56,8 @@ def measure_training(model: str = "densenet121", device: str = "auto", n: int = 
 
         # the baseline: the same step on the training images decoded and transformed once
         plain = make_datasets(index, preprocessing)["train"]
-        images = torch.stack([plain[i][0] for i in range(len(plain))])
-        labels = torch.tensor([int(plain[i][1]) for i in range(len(plain))])
+        decoded, labels = plain[list(range(len(plain)))]      # uint8 [N, H, W, 3], one batch
+        images = plain.eval_transform(decoded)                # the model inputs, made once
 
         net = copy.deepcopy(initial).to(device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
