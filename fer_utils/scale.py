@@ -94,6 +94,36 @@ class CaptionerSpec:
         return make_captioner(self.name, **options)
 
 
+    def for_keys(self):
+        """This process's stand-in for the cache keys and the read-back: the captioner itself, except
+        for ``blip2``, whose identity (model id and snapshot revision, or the folder's hash) is found
+        without loading its weights (a BLIP-2 flan-t5-xl is about 16 GB in float32)."""
+        if self.name != "blip2" or not self.options.get("model_id"):
+            return self.build(device="cpu")
+        from fer_utils.vlm.blip2 import Blip2Captioner
+
+        model_id = self.options["model_id"]
+        _, revision = Blip2Captioner._locate(model_id, self.options.get("revision") or None)
+        return _KeysOnly(model_id, {"backend": "blip2", "model": model_id, "revision": revision})
+
+
+class _KeysOnly:
+    """A captioner's name and identity without its model: every caption must come from the cache."""
+
+    cached = True
+
+    def __init__(self, name: str, identity: dict):
+        self.name, self._identity = name, identity
+
+    @property
+    def identity(self) -> dict:
+        return dict(self._identity)
+
+    def caption(self, images, prompt, settings):
+        raise RuntimeError(f"{len(images)} captions of {self.name} are missing from the cache after the Ray run: "
+                           "the actors wrote other entries than this process reads (another snapshot?)")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """A text encoder by name and the keyword arguments of :func:`fer_utils.vlm.make_encoder`."""
@@ -270,7 +300,7 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
     if index.empty:
         raise ValueError("no images to caption: the index is empty")
     root = _cache_root(cache_dir)
-    captioner = spec.build(device="cpu")   # this process's copy: the cache keys, then the read-back
+    captioner = spec.for_keys()   # this process's copy: the cache keys, then the read-back
     if not getattr(captioner, "cached", True):
         return caption_index(index, captioner, prompt, settings, root, postprocess=postprocess)
     cache = Cache(root, CAPTION_NAMESPACE, CAPTION_FORMAT)

@@ -23,7 +23,6 @@ from fer_utils.vlm.pipeline import CAPTION_NAMESPACE, EMBEDDING_NAMESPACE, capti
 from fer_utils.vlm.prompts import PROMPTS
 
 SETTINGS = GenerationSettings(max_new_tokens=6, batch_size=8)
-CAPTIONER = {"seed": 0, "device": "cpu"}
 CNN = {"model": "resnet18", "pretrained": False, "seed": 0, "image_size": 32, "normalization": "half"}
 
 
@@ -38,6 +37,18 @@ def ray_cpu(one_torch_thread):
     yield ray
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def blip2_folder(tmp_path_factory) -> str:
+    """The tiny BLIP-2 saved as a model folder: loaded as ``blip2``, the real model's code path."""
+    from fer_utils.vlm.blip2 import tiny_blip2
+
+    model, processor = tiny_blip2("opt", 0)
+    folder = tmp_path_factory.mktemp("tiny-blip2-folder")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +72,20 @@ def assert_same_entries(a: Path, b: Path, namespace: str, *, arrays: bool):
 
 
 @pytest.mark.slow
-def test_ray_writes_the_entries_of_a_single_process_run(ray_cpu, rows, tmp_path):
+def test_ray_writes_the_entries_of_a_single_process_run(ray_cpu, rows, blip2_folder, tmp_path):
     from fer_utils.features import extract_features
     from fer_utils.scale import (CaptionerSpec, CNNSpec, EncoderSpec, caption_index_ray, embed_texts_ray,
                                  extract_features_ray)
 
     on_ray, single = tmp_path / "ray", tmp_path / "single"
     prompt = PROMPTS["original"]
+    blip2 = {"model_id": blip2_folder, "device": "cpu"}
     # a quarter of the rows already cached: only the rest goes to the actors
-    caption_index(rows.iloc[:6], make_captioner("tiny_blip2", **CAPTIONER), prompt, SETTINGS, on_ray)
-    captions = caption_index_ray(rows, CaptionerSpec("tiny_blip2", CAPTIONER), prompt, SETTINGS, on_ray,
+    caption_index(rows.iloc[:6], make_captioner("blip2", **blip2), prompt, SETTINGS, on_ray)
+    captions = caption_index_ray(rows, CaptionerSpec("blip2", blip2), prompt, SETTINGS, on_ray,
                                  concurrency=2, batch_rows=6)
     assert captions.throughput.cache_hits == 6 and captions.throughput.computed == 18
-    reference = caption_index(rows, make_captioner("tiny_blip2", **CAPTIONER), prompt, SETTINGS, single)
+    reference = caption_index(rows, make_captioner("blip2", **blip2), prompt, SETTINGS, single)
     pd.testing.assert_frame_equal(captions.table, reference.table)
     assert_same_entries(on_ray, single, CAPTION_NAMESPACE, arrays=False)
 
@@ -96,7 +108,7 @@ def test_ray_writes_the_entries_of_a_single_process_run(ray_cpu, rows, tmp_path)
     assert_same_entries(on_ray, single, FEATURES, arrays=True)
 
     # everything cached now: nothing is sent to an actor
-    again = caption_index_ray(rows, CaptionerSpec("tiny_blip2", CAPTIONER), prompt, SETTINGS, on_ray)
+    again = caption_index_ray(rows, CaptionerSpec("blip2", blip2), prompt, SETTINGS, on_ray)
     assert again.throughput.computed == 0 and again.throughput.seconds == 0.0
     _, _, extracted = extract_features_ray(spec, rows, cache_dir=on_ray)
     assert extracted.computed == 0 and extracted.cache_hits == len(rows)
@@ -133,6 +145,25 @@ def test_fer_commands_with_ray_write_what_they_write_without(ray_cpu, synthetic_
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
     for namespace in (EMBEDDING_NAMESPACE, FEATURES):
         assert_same_entries(on_ray, single, namespace, arrays=True)
+
+
+def test_the_driver_keys_blip2_captions_without_loading_its_weights(blip2_folder, rows, tmp_path, monkeypatch):
+    from fer_utils.scale import CaptionerSpec
+
+    spec = CaptionerSpec("blip2", {"model_id": blip2_folder, "device": "cpu"})
+    built = spec.build()
+    caption_index(rows.iloc[:3], built, PROMPTS["original"], SETTINGS, tmp_path)
+    import transformers
+
+    monkeypatch.setattr(transformers.Blip2ForConditionalGeneration, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the driver loaded the weights"))
+    stand_in = spec.for_keys()
+    assert stand_in.identity == built.identity and stand_in.name == built.name
+    cached = caption_index(rows.iloc[:3], stand_in, PROMPTS["original"], SETTINGS, tmp_path)
+    assert cached.table["raw"].tolist() == caption_index(rows.iloc[:3], built, PROMPTS["original"], SETTINGS,
+                                                         tmp_path).table["raw"].tolist()
+    with pytest.raises(RuntimeError, match="missing from the cache"):
+        caption_index(rows.iloc[3:4], stand_in, PROMPTS["original"], SETTINGS, tmp_path)
 
 
 def test_without_ray_the_package_works_and_ray_is_a_clear_error(synthetic_rafdb, tmp_path, monkeypatch):
