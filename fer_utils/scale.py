@@ -69,7 +69,13 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[Any]:
         yield ray
         return
     target = None if address in (None, "", "local") else address
-    ray.init(address=target, **{"log_to_driver": False, **init_kwargs})
+    try:
+        ray.init(address=target, **{"log_to_driver": False, **init_kwargs})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "a local Ray instance" if target is None else f"the Ray cluster at {target!r}"
+        hint = " (start one with `ray start --head`, then `ray start --address=HEAD:6379` on the others)" \
+            if target == "auto" else ""
+        raise ConfigError(f"could not start or reach {where}: {exc}{hint}") from None
     try:
         yield ray
     finally:

@@ -186,6 +186,21 @@ def test_without_ray_the_package_works_and_ray_is_a_clear_error(synthetic_rafdb,
     assert not any(tmp_path.iterdir())   # nothing computed or written
 
 
+def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from fer_utils.errors import ConfigError
+    from fer_utils.scale import ray_session
+
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(ConfigError, match=r"Ray cluster at 'auto'.*ray start --head"):
+        with ray_session("auto"):
+            pass
+
+
 def test_fer_features_needs_one_cnn(synthetic_rafdb):
     runner = CliRunner()
     res = runner.invoke(main, ["features", str(synthetic_rafdb)])
