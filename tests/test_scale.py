@@ -201,6 +201,32 @@ def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
             pass
 
 
+def test_fer_features_from_a_bundle_then_from_the_cache(synthetic_rafdb, tmp_path, monkeypatch, one_torch_thread):
+    import torch
+
+    from fer_utils.features import extract_features
+    from fer_utils.models import create_model
+    from fer_utils.predict import Predictor, save_bundle
+    from fer_utils.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    bundle = save_bundle(tmp_path / "bundle", create_model("resnet18"), "resnet18", Preprocessing.preset(32, "half"),
+                         metrics={"val_macro_f1": 0.5}, data={"name": "s", "fingerprint": "f", "synthetic": True})
+    monkeypatch.chdir(tmp_path)   # a relative --bundle
+    n = len(load_dataset(synthetic_rafdb).iloc[1::16])
+    args = ["features", str(synthetic_rafdb), "--bundle", "bundle", "--shard", "2/16", "--num-workers", "0",
+            "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "f.npz")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert f"features (bundle, 512-d): {n} images ({n} distinct): 0 from the cache, {n} computed" in res.output
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and f"{n} from the cache, 0 computed in 0.0 s" in res.output
+    predictor = Predictor.from_bundle(bundle)
+    _, expected = extract_features(predictor.model, load_dataset(synthetic_rafdb).iloc[1::16],
+                                   predictor.preprocessing, num_workers=0, device="cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "f.npz")["features"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_fer_features_needs_one_cnn(synthetic_rafdb):
     runner = CliRunner()
     res = runner.invoke(main, ["features", str(synthetic_rafdb)])

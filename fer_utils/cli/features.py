@@ -73,7 +73,8 @@ def features_cmd(**opts):
             workers = int(workers)
         except ValueError:
             raise click.BadParameter(f"{workers!r} is neither a number nor auto", param_hint="--num-workers") from None
-    spec = CNNSpec(model=opts["model"] or "", bundle=str(opts["bundle"] or ""), pretrained=not opts["random_weights"],
+    bundle = str(opts["bundle"].resolve()) if opts["bundle"] else ""   # the same folder from any working directory
+    spec = CNNSpec(model=opts["model"] or "", bundle=bundle, pretrained=not opts["random_weights"],
                    seed=opts["seed"], image_size=opts["image_size"], normalization=opts["normalization"])
     try:
         part = shard(load_dataset(opts["data_path"]), opts["shard"])
