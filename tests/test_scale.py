@@ -186,6 +186,25 @@ def test_without_ray_the_package_works_and_ray_is_a_clear_error(synthetic_rafdb,
     assert not any(tmp_path.iterdir())   # nothing computed or written
 
 
+def test_one_actor_per_gpu_cpu_actors_otherwise():
+    from types import SimpleNamespace
+
+    from fer_utils.errors import ConfigError
+    from fer_utils.scale import _actor_resources
+
+    def cluster(**resources):
+        return SimpleNamespace(cluster_resources=lambda: resources)
+
+    assert _actor_resources(cluster(CPU=32.0, GPU=4.0), None, None) == (4, {"num_gpus": 1})
+    assert _actor_resources(cluster(CPU=32.0, GPU=4.0), 2, None) == (2, {"num_gpus": 1})
+    assert _actor_resources(cluster(CPU=32.0, GPU=4.0), None, False) == (32, {"num_cpus": 1})
+    assert _actor_resources(cluster(CPU=2.0), None, None) == (2, {"num_cpus": 1})
+    with pytest.raises(ConfigError, match="no GPU"):
+        _actor_resources(cluster(CPU=2.0), None, True)
+    with pytest.raises(ConfigError, match="concurrency"):
+        _actor_resources(cluster(CPU=2.0), 0, None)
+
+
 def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
     ray = pytest.importorskip("ray")
     from fer_utils.errors import ConfigError
