@@ -2,10 +2,13 @@
 
 Both take the data set folder, the captioner's options and ``--shard i/n`` (every n-th image from
 the i-th: shards run on several machines or GPUs write cache entries that simply add up; copy the
-cache folders together). Each ends with a summary on stderr: images, cache hits, images/s.
+cache folders together), or ``--ray [ADDRESS]`` (the work on Ray Data actors, one per GPU: see
+:mod:`fer_utils.scale`; the same cache entries). Each ends with a summary on stderr: images, cache
+hits, images/s.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -49,10 +52,33 @@ def caption_options(fn):
         click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
                      help="Cache folder (default: the project's data/cache)."),
         click.option("--progress/--no-progress", default=True, show_default=True),
+        *ray_options(),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def ray_options():
+    """``--ray [ADDRESS]`` and ``--concurrency N``: the options of every command that can run on Ray."""
+    return [
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Run on Ray Data (optional extra: pip install 'fer_utils[scale]'): --ray alone starts "
+                          "or attaches to a local instance, --ray auto joins the cluster of `ray start`, "
+                          "--ray ray://HOST:PORT a remote one. One model actor per GPU (CPU actors without GPUs); "
+                          "the cache entries are those of a run without --ray. Put it after DATA_PATH."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=None,
+                     help="--ray: number of model actors (default: one per GPU of the cluster, else one per CPU)."),
+    ]
+
+
+def ray_context(opts: dict):
+    """A Ray session for ``--ray`` (a clear error naming the extra when Ray is missing), else nothing."""
+    if opts.get("ray_address") is None:
+        return contextlib.nullcontext()
+    from ..scale import ray_session
+
+    return ray_session(opts["ray_address"])
 
 
 def _captions(opts: dict):
@@ -73,12 +99,18 @@ def _captions(opts: dict):
                                   num_beams=opts["num_beams"], repetition_penalty=opts["repetition_penalty"],
                                   no_repeat_ngram_size=opts["no_repeat_ngram_size"], batch_size=opts["batch_size"],
                                   dtype=opts["dtype"])
-    captioner = make_captioner(opts["captioner"], model_id=opts["model_id"], revision=opts["revision"],
-                               captions_file=opts["captions_file"], accuracy=opts["accuracy"], seed=opts["seed"],
-                               device=opts["device"], dtype=opts["dtype"])
+    options = dict(model_id=opts["model_id"], revision=opts["revision"], captions_file=opts["captions_file"],
+                   accuracy=opts["accuracy"], seed=opts["seed"], device=opts["device"], dtype=opts["dtype"])
+    cache = opts["cache_dir"] or project().cache
+    if opts.get("ray_address") is not None and opts["captioner"] not in ("precomputed", "simulated"):
+        from ..scale import CaptionerSpec, caption_index_ray   # (those two read a file or draw: instant, local)
+
+        result = caption_index_ray(part, CaptionerSpec(opts["captioner"], options), prompt, settings, cache,
+                                   concurrency=opts["concurrency"])
+        return part, result, cache
+    captioner = make_captioner(opts["captioner"], **options)
     if opts["shard"] and hasattr(captioner, "allow_extra"):
         captioner.allow_extra = True   # a shard's file of captions may hold the other shards' ids
-    cache = opts["cache_dir"] or project().cache
     result = caption_index(part, captioner, prompt, settings, cache, progress=opts["progress"])
     return part, result, cache
 
@@ -90,7 +122,8 @@ def _captions(opts: dict):
                    "Default: stdout.")
 def caption_cmd(**opts):
     """Caption the images of DATA_PATH (into the cache); CSV of id, caption, raw caption, vote."""
-    _, result, _ = _captions(opts)
+    with ray_context(opts):
+        _, result, _ = _captions(opts)
     table = result.table[["id", "caption", "raw", "vote_label"]].rename(columns={"vote_label": "vote"})
     if opts["out"] is None:
         table.to_csv(sys.stdout, index=False)
@@ -116,15 +149,24 @@ def embed_cmd(encoder_name, text_model_id, **opts):
 
     if encoder_name not in TEXT_ENCODERS:
         raise click.BadParameter(f"{encoder_name!r} is not one of {', '.join(TEXT_ENCODERS)}", param_hint="--encoder")
-    _, result, cache = _captions(opts)
     kwargs = {"device": opts["device"], **({"model_id": text_model_id} if text_model_id else {})}
-    encoder = make_encoder(encoder_name, **kwargs)
-    vectors, embedded = embed_texts(result.table["caption"], encoder, cache, batch_size=opts["batch_size"],
-                                    progress=opts["progress"])
+    with ray_context(opts):
+        _, result, cache = _captions(opts)
+        if opts["ray_address"] is not None:
+            from ..scale import EncoderSpec, embed_texts_ray
+
+            spec = EncoderSpec(encoder_name, kwargs)
+            encoder = spec.build(device="cpu")   # this process's copy: keys, read-back, the summary
+            vectors, embedded = embed_texts_ray(result.table["caption"], spec, cache, batch_size=opts["batch_size"],
+                                                concurrency=opts["concurrency"], encoder=encoder)
+        else:
+            encoder = make_encoder(encoder_name, **kwargs)
+            vectors, embedded = embed_texts(result.table["caption"], encoder, cache, batch_size=opts["batch_size"],
+                                            progress=opts["progress"])
     if opts["out"] is not None:
         np.savez(opts["out"], ids=result.table["id"].to_numpy(dtype=str), embeddings=vectors)
     click.echo(f"captions: {result.throughput.summary('images')}", err=True)
     click.echo(f"embeddings ({encoder.name}, {encoder.dim}-d): {embedded.summary('captions')}", err=True)
 
 
-__all__ = ["caption_cmd", "embed_cmd"]
+__all__ = ["caption_cmd", "embed_cmd", "ray_context", "ray_options"]

@@ -94,6 +94,29 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
         yield items[start:start + size]
 
 
+def caption_keys(cache: Cache, images: Sequence[FaceImage], captioner: Captioner, prompt: str,
+                 settings: GenerationSettings) -> list[str]:
+    """The caption entry's key of each image (images carrying their content hash), in order."""
+    shared = {"captioner": captioner.identity, "prompt": prompt, "settings": settings.to_dict()}
+    return [cache.key(image=image.sha256, **shared) for image in images]
+
+
+def cached_captions(cache: Cache, keys: Sequence[str]) -> list[str | None]:
+    """The cached raw caption of each key, None where the entry is absent or unreadable."""
+    return [entry.get("caption") if isinstance(entry, dict) and isinstance(entry.get("caption"), str) else None
+            for entry in cache.get_many(list(keys), "json")]
+
+
+def embedding_key_parts(text: str, identity: dict) -> dict:
+    """The named parts of a text embedding's key: the sentence and the encoder's identity."""
+    return {"text": text, "encoder": identity}
+
+
+def valid_vector(row: np.ndarray | None, dim: int) -> bool:
+    """Whether a cached row is a usable vector: 1-d float32 of length ``dim``."""
+    return row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == dim
+
+
 def caption_index(index: pd.DataFrame, captioner: Captioner, prompt: str, settings: GenerationSettings,
                   cache_dir: str | os.PathLike | None = None, *, postprocess: bool = True,
                   progress: bool = False, chunk_batches: int = 4) -> CaptionResult:
@@ -109,10 +132,8 @@ def caption_index(index: pd.DataFrame, captioner: Captioner, prompt: str, settin
     if hasattr(captioner, "prepare"):
         captioner.prepare(images)
     cache = Cache(cache_dir if cached else None, CAPTION_NAMESPACE, CAPTION_FORMAT)
-    shared = {"captioner": captioner.identity, "prompt": prompt, "settings": settings.to_dict()}
-    keys = [cache.key(image=image.sha256, **shared) for image in images] if cache.enabled else []
-    found = [entry.get("caption") if isinstance(entry, dict) and isinstance(entry.get("caption"), str) else None
-             for entry in cache.get_many(keys, "json")] if cache.enabled else [None] * len(images)
+    keys = caption_keys(cache, images, captioner, prompt, settings) if cache.enabled else []
+    found = cached_captions(cache, keys) if cache.enabled else [None] * len(images)
     todo: dict[str, int] = {}   # key (or id, uncached) -> first row needing it
     for i, (image, caption) in enumerate(zip(images, found)):
         if caption is None:
@@ -153,7 +174,7 @@ def embed_texts(texts: Sequence[str], encoder: TextEncoder, cache_dir: str | os.
     distinct = list(dict.fromkeys(texts))
     identity = encoder.identity
     rows, computed, seconds = cached_vectors(
-        distinct, lambda text: {"text": text, "encoder": identity},
+        distinct, lambda text: embedding_key_parts(text, identity),
         lambda part: encoder.encode(part, batch_size=batch_size), encoder.dim, cache,
         f"text encoder {encoder.name}", "texts", batch_size, progress)
     by_text = dict(zip(distinct, rows))
@@ -169,8 +190,8 @@ def cached_vectors(items: Sequence, key_parts, compute, dim: int, cache: Cache, 
     ``noun`` name the model and the items in errors and the progress bar. Text and image
     embeddings share it."""
     keys = [cache.key(**key_parts(item)) for item in items] if cache.enabled else []
-    rows = ([row if row is not None and row.ndim == 1 and row.dtype == np.float32 and len(row) == dim
-             else None for row in cache.get_arrays(keys)] if cache.enabled else [None] * len(items))
+    rows = ([row if valid_vector(row, dim) else None for row in cache.get_arrays(keys)]
+            if cache.enabled else [None] * len(items))
     missing = [i for i, row in enumerate(rows) if row is None]
     seconds = 0.0
     if missing:
@@ -196,4 +217,5 @@ def _progress(total: int, what: str, enabled: bool):
 
 
 __all__ = ["CAPTION_FORMAT", "CAPTION_NAMESPACE", "EMBEDDING_FORMAT", "EMBEDDING_NAMESPACE", "CaptionResult",
-           "FaceImage", "Throughput", "cached_vectors", "caption_index", "embed_texts", "shard"]
+           "FaceImage", "Throughput", "cached_captions", "cached_vectors", "caption_index", "caption_keys",
+           "embed_texts", "embedding_key_parts", "shard", "valid_vector"]
