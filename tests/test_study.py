@@ -507,23 +507,27 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
         nbformat.write(nb, source)
         assert rerun()[0] == {"05_vlm_compare/default"}
         # a run record that went missing: that run executes again
-        (paths.runs / "03_cnn_compare" / "default" / "metrics.json").unlink()
+        shutil.rmtree(paths.runs / "03_cnn_compare" / "default")
         assert rerun()[0] == {"03_cnn_compare/default"}
-        # a re-executed upstream run (forced) re-runs the notebooks that need it, and only those
-        one = next(o.run for o in cold if o.run.notebook == "04_vlm_prompts")
-        assert rerun(only=["04_vlm_prompts"], force=True)[0] == {
-            f"04_vlm_prompts/{o.run.name}" for o in cold if o.run.notebook == "04_vlm_prompts"}
+        # a re-executed upstream run (one of 04's, forced) re-runs the notebook that needs it, and only that
+        one = next(r for r in study.plan_study("quick", data_path=synthetic_rafdb) if r.notebook == "04_vlm_prompts")
+        assert [o.executed for o in study.execute_study([one], echo=lines.append, force=True)] == [True]
         assert rerun()[0] == {"05_vlm_compare/default"}
         assert study.freshness.read_stamp(one.output)["seconds"] > 0
-        # a changed data set (one image's bytes) re-runs every run that reads it, and what needs them
+        # a changed data set (one image's bytes) changes the fingerprint of every run that reads it
+        # (and so, once they re-execute, of those that need them); a page reading no data keeps its own
+        planned = study.plan_study("quick", data_path=synthetic_rafdb)
+        before = [study.run_fingerprint(r) for r in planned]
         image = next(p for p in sorted(synthetic_rafdb.rglob("*.jpg")))
         original = image.read_bytes()
         try:
             image.write_bytes(original + b"\0")
-            runs_after = rerun()[0]
+            after = [study.run_fingerprint(r) for r in planned]
         finally:
             image.write_bytes(original)
-        assert {r.split("/")[0] for r in runs_after} == {o.run.notebook for o in cold}
+        changed = {r.notebook for r, b, a in zip(planned, before, after) if a != b}
+        assert changed == {r.notebook for r in planned if "data_path" in r.params}
+        assert "03_cnn_compare" not in changed and [study.run_fingerprint(r) for r in planned] == before
 
 
 def test_needs_name_earlier_notebooks():
