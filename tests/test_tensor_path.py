@@ -161,6 +161,7 @@ def test_every_preset_gives_finite_inputs_and_repeats_for_a_seed(preset):
     labels = torch.arange(16) % 7
     out = transform(images, labels, torch.Generator().manual_seed(5))
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert out.is_contiguous()   # plain NCHW from NHWC images: channels-last only when a caller asks
     assert torch.equal(out, transform(images, labels, torch.Generator().manual_seed(5)))
     if preset != "none":
         assert not torch.equal(out, BatchTransform(P32)(images))
