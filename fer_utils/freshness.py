@@ -49,7 +49,10 @@ def _sha256_json(value: Any) -> str:
 
 
 def _files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (hidden and ``__pycache__`` folders excluded), sorted."""
+    """Every regular file under ``root`` (hidden and ``__pycache__`` folders excluded), sorted;
+    ``root`` itself when it is a file (a FER2013 ``.csv`` data set)."""
+    if root.is_file():
+        return [root]
     found = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
@@ -58,10 +61,14 @@ def _files(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _relative(path: Path, root: Path) -> str:
+    return path.name if path == root else path.relative_to(root).as_posix()
+
+
 def _content_digest(root: Path, files: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_relative(path, root).encode() + b"\0")
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()
@@ -78,7 +85,8 @@ def code_fingerprint() -> str:
 
 
 def tree_fingerprint(root: str | os.PathLike, memo_file: str | os.PathLike | None = None) -> str:
-    """sha256 over every file under ``root`` (relative path and bytes; hidden files excluded).
+    """sha256 over every file under ``root`` (relative path and bytes; hidden files excluded), or
+    over the file ``root`` (its name and bytes).
 
     With ``memo_file`` (a small JSON file in the cache), the content digest is remembered against a
     digest of the files' paths, sizes and modification times: an untouched data set is then not
@@ -86,7 +94,7 @@ def tree_fingerprint(root: str | os.PathLike, memo_file: str | os.PathLike | Non
     """
     root = Path(root).resolve()
     files = _files(root)
-    stats = [(p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]]
+    stats = [(_relative(p, root), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]]
     stat_digest = _sha256_json(stats)
     memo: dict = {}
     if memo_file is not None:

@@ -572,3 +572,9 @@ def test_data_fingerprints_follow_content_and_remember_untouched_trees(tmp_path)
     assert freshness.tree_fingerprint(root, memo) == before
     assert freshness.tree_fingerprint(root) != before                     # without it, the content
     assert freshness.code_fingerprint() == freshness.code_fingerprint()
+    # a data set that is one file (FER2013's .csv): its bytes count
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    one = freshness.tree_fingerprint(csv, memo)
+    csv.write_text("emotion,pixels,Usage\n1,1 2 3 4,Training\n")   # another size: the memo re-reads
+    assert freshness.tree_fingerprint(csv, memo) != one
