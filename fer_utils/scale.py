@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -85,20 +85,30 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[Any]:
 # --- picklable specs: what each actor builds once --------------------------------------------------
 
 @dataclass(frozen=True)
-class CaptionerSpec:
-    """A captioner by name and the options of :func:`fer_utils.vlm.make_captioner`."""
+class _FactorySpec:
+    """A model by name and the keyword options of the :mod:`fer_utils.vlm` factory that its
+    subclass names in ``factory`` (looked up when built, so importing this module stays light)."""
+
+    factory: ClassVar[str]
 
     name: str
     options: dict = field(default_factory=dict)
 
     def build(self, device: str | None = None):
-        from fer_utils.vlm import make_captioner
+        """The model, on ``device`` if given (else on the one ``options`` name, if any)."""
+        from fer_utils import vlm
 
         options = dict(self.options)
         if device is not None:
             options["device"] = device
-        return make_captioner(self.name, **options)
+        return getattr(vlm, self.factory)(self.name, **options)
 
+
+@dataclass(frozen=True)
+class CaptionerSpec(_FactorySpec):
+    """A captioner by name and the options of :func:`fer_utils.vlm.make_captioner`."""
+
+    factory: ClassVar[str] = "make_captioner"
 
     def for_keys(self):
         """This process's stand-in for the cache keys and the read-back: the captioner itself, except
@@ -131,19 +141,10 @@ class _KeysOnly:
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
+class EncoderSpec(_FactorySpec):
     """A text encoder by name and the keyword arguments of :func:`fer_utils.vlm.make_encoder`."""
 
-    name: str
-    options: dict = field(default_factory=dict)
-
-    def build(self, device: str | None = None):
-        from fer_utils.vlm import make_encoder
-
-        options = dict(self.options)
-        if device is not None:
-            options["device"] = device
-        return make_encoder(self.name, **options)
+    factory: ClassVar[str] = "make_encoder"
 
 
 @dataclass(frozen=True)
