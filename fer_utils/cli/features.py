@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .base import project
-from .vlm import ray_context, ray_options
+from .vlm import load_shard, ray_context, ray_options
 
 
 def _options(fn):
@@ -57,11 +57,10 @@ def features_cmd(**opts):
     import numpy as np
 
     from ..cache import Cache
-    from ..data import load_dataset
     from ..features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, extract_features, feature_keys
     from ..models.runtime import amp_dtype, resolve_device
     from ..scale import CNNSpec
-    from ..vlm.pipeline import Throughput, shard
+    from ..vlm.pipeline import Throughput
 
     if bool(opts["model"]) == bool(opts["bundle"]):
         raise click.UsageError("name the CNN: exactly one of --model NAME or --bundle PATH")
@@ -76,12 +75,7 @@ def features_cmd(**opts):
     bundle = str(opts["bundle"].resolve()) if opts["bundle"] else ""   # the same folder from any working directory
     spec = CNNSpec(model=opts["model"] or "", bundle=bundle, pretrained=not opts["random_weights"],
                    seed=opts["seed"], image_size=opts["image_size"], normalization=opts["normalization"])
-    try:
-        part = shard(load_dataset(opts["data_path"]), opts["shard"])
-    except ValueError as exc:
-        if "shard" in str(exc):
-            raise click.BadParameter(str(exc), param_hint="--shard") from None
-        raise
+    part = load_shard(opts)
     cache_dir = opts["cache_dir"] or project().cache
     name = opts["model"] or opts["bundle"].name
     with ray_context(opts):

@@ -81,19 +81,27 @@ def ray_context(opts: dict):
     return ray_session(opts["ray_address"])
 
 
-def _captions(opts: dict):
-    """Load the data set, build the captioner, caption the shard; returns (index, CaptionResult, cache)."""
+def load_shard(opts: dict):
+    """The index of ``opts["data_path"]``, only the ``--shard`` part if given (a malformed
+    ``--shard`` is a usage error naming the option; any other error passes through as it is)."""
     from ..data import load_dataset
-    from ..vlm import GenerationSettings, make_captioner
-    from ..vlm.pipeline import caption_index, shard
-    from ..vlm.prompts import resolve_prompt
+    from ..vlm.pipeline import shard
 
     try:
-        part = shard(load_dataset(opts["data_path"]), opts["shard"])
+        return shard(load_dataset(opts["data_path"]), opts["shard"])
     except ValueError as exc:
         if "shard" in str(exc):
             raise click.BadParameter(str(exc), param_hint="--shard") from None
         raise
+
+
+def _captions(opts: dict):
+    """Load the data set, build the captioner, caption the shard; returns (index, CaptionResult, cache)."""
+    from ..vlm import GenerationSettings, make_captioner
+    from ..vlm.pipeline import caption_index
+    from ..vlm.prompts import resolve_prompt
+
+    part = load_shard(opts)
     _, prompt = resolve_prompt(opts["prompt"])
     settings = GenerationSettings(max_new_tokens=opts["max_new_tokens"], min_new_tokens=opts["min_new_tokens"],
                                   num_beams=opts["num_beams"], repetition_penalty=opts["repetition_penalty"],
@@ -169,4 +177,4 @@ def embed_cmd(encoder_name, text_model_id, **opts):
     click.echo(f"embeddings ({encoder.name}, {encoder.dim}-d): {embedded.summary('captions')}", err=True)
 
 
-__all__ = ["caption_cmd", "embed_cmd", "ray_context", "ray_options"]
+__all__ = ["caption_cmd", "embed_cmd", "load_shard", "ray_context", "ray_options"]
