@@ -61,7 +61,7 @@ def synthetic_index(folder: Path, n: int, size: int, seed: int = 0) -> pd.DataFr
 # --- the old path, as it was ---------------------------------------------------------------------
 
 def old_transform(prep: Preprocessing, augmentation: str, rrc_scale=(0.8, 1.0), rotate_degrees=15.0) -> v2.Compose:
-    """The per-image v2 pipeline on PIL images of the old ``build_transform``."""
+    """The per-image v2 pipeline on PIL images, as the old ``build_transform`` (since removed) made it."""
     steps = {"none": [], "hflip_rotate": [v2.RandomHorizontalFlip(p=0.5), v2.RandomRotation(rotate_degrees)],
              "random_resized_crop": [v2.RandomResizedCrop(prep.image_size, scale=rrc_scale, antialias=True)]}
     return v2.Compose([v2.Resize((prep.image_size, prep.image_size), antialias=True), *steps[augmentation],

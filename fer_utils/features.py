@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torchvision.transforms import v2
 
 from fer_utils.cache import Cache
 from fer_utils.data import FERDataset
@@ -32,22 +31,6 @@ CACHE_NAMESPACE = "features"
 CACHE_FORMAT = 3
 """Version of the feature entries (1 was a whole-matrix safetensors file per data set; 2 resized
 with PIL per image; 3 is the tensor path: decoded at full size, resized on the device)."""
-
-
-def split_transform(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
-    """Split a legacy PIL eval transform at its float conversion: per-image uint8 steps, per-batch float steps.
-
-    Kept for old callers: :func:`extract_features` now uses the tensor path
-    (:class:`~fer_utils.data.BatchTransform`), which resizes on the device as well.
-
-    ``build_transform`` is ``Resize -> ToImage -> ToDtype(float32, scale) -> Normalize``. Running
-    the last two on a whole batch (on the model's device) instead of on each image gives the same
-    numbers (they are elementwise) at a fraction of the cost, and moves uint8 batches, a quarter
-    of the bytes, to the GPU; on a 2-core CPU it took per-image decoding from ~0.3 ms to ~0.15 ms.
-    """
-    steps = list(transform.transforms)
-    cut = next(i for i, step in enumerate(steps) if isinstance(step, v2.ToDtype))
-    return v2.Compose(steps[:cut]), v2.Compose(steps[cut:])
 
 
 def _feature_fn(model: nn.Module) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fer_utils.data import (
     INDEX_COLUMNS,
+    BatchTransform,
     FERDataset,
     detect_format,
     load_dataset,
@@ -26,6 +27,9 @@ from fer_utils.data import (
 )
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, index_of
+from fer_utils.preprocessing import Preprocessing
+
+P32 = Preprocessing.preset(32, "half")
 
 LABEL_FILE = "list_patition_label.txt"
 
@@ -308,16 +312,6 @@ def test_open_image_converts_to_rgb_and_drafts(tmp_path):
     assert open_image(big, draft_size=100).size == (100, 100)  # JPEG decoded at 1/4 scale
 
 
-class Tag:
-    """A picklable stand-in transform that tags its output."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __call__(self, image):
-        return self.name, image.size
-
-
 def test_fer_dataset_items_and_minority_augmentation(tmp_path):
     make_rafdb(tmp_path)
     index = load_rafdb(tmp_path)
@@ -326,14 +320,18 @@ def test_fer_dataset_items_and_minority_augmentation(tmp_path):
     assert image.dtype == torch.uint8 and image.shape == (8, 8, 3) and label == 0 and len(plain) == 21
     assert np.array_equal(image.numpy(), np.asarray(open_image(index.iloc[0])))
     minority = {1, 5}
-    dataset = FERDataset(index, Tag("plain"), Tag("augmented"), augment_labels=minority)
-    for i in range(len(dataset)):
-        (tag, size), label = dataset[i]
-        assert tag == ("augmented" if label in minority else "plain") and size == (8, 8)
+    dataset = FERDataset(index, batch_transform=BatchTransform(P32, "minority", train=True, augment_labels=minority))
+    images, labels = dataset[np.arange(len(dataset))]
+    assert torch.equal(images[0], image) and labels.tolist() == [dataset[i][1] for i in range(len(dataset))]
+    out = dataset.batch_transform(images, labels, torch.Generator().manual_seed(0))
+    same = [torch.equal(o, e) for o, e in zip(out, dataset.eval_transform(images))]
+    assert all(s for s, label in zip(same, labels.tolist()) if label not in minority)   # only minority samples change
+    assert not all(s for s, label in zip(same, labels.tolist()) if label in minority)
     clone = pickle.loads(pickle.dumps(dataset))
-    assert [clone[i] for i in range(len(clone))] == [dataset[i] for i in range(len(dataset))]
-    with pytest.raises(ValueError, match="together"):
-        FERDataset(index, Tag("plain"), augment_labels=minority)
+    assert all(torch.equal(clone[i][0], dataset[i][0]) and clone[i][1] == dataset[i][1] for i in range(len(dataset)))
+    assert torch.equal(clone.batch_transform(images, labels, torch.Generator().manual_seed(0)), out)
+    with pytest.raises(ConfigError, match="augment_labels"):
+        BatchTransform(P32, "minority", train=True)
 
 
 def test_fer_dataset_pixels_fast_path(tmp_path):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import build_transform, file_sha256, fingerprint, image_transform, open_image
+from fer_utils.data import FERDataset, eval_transform, file_sha256, fingerprint, image_transform, open_image
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import DataError
 from fer_utils.cache import Cache
-from fer_utils.features import CACHE_FORMAT, CACHE_NAMESPACE, extract_features, feature_keys, split_transform
+from fer_utils.features import CACHE_FORMAT, CACHE_NAMESPACE, extract_features, feature_keys
 from fer_utils.models import create_model
 from fer_utils.preprocessing import Preprocessing
 
@@ -63,14 +63,16 @@ def test_features_are_the_penultimate_vectors(index, counted_model):
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_split_transform_gives_the_same_tensors(index):
-    """Per-image uint8 steps then per-batch float steps == the full per-image transform, bit for bit."""
-    full = build_transform(Preprocessing(32, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)))
-    per_image, per_batch = split_transform(full)
-    images = [open_image(row) for _, row in index.iterrows()]
-    assert per_image(images[0]).dtype == torch.uint8
-    batch = per_batch(torch.stack([per_image(im) for im in images]))
-    assert torch.equal(batch, torch.stack([full(im) for im in images]))
+def test_uint8_batches_transformed_per_batch_give_the_per_image_tensors(index):
+    """The data set's uint8 batches, resized and normalised per batch (what extract_features feeds the
+    model) == the per-image serving transform of each image, bit for bit."""
+    preprocessing = Preprocessing(32, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    jpegs = index.iloc[:10]   # one size (24 px): one decoded array, no resizing on decoding
+    dataset = FERDataset(jpegs, batch_transform=eval_transform(preprocessing))
+    images, _ = dataset[np.arange(len(dataset))]
+    assert images.dtype == torch.uint8 and images.shape == (10, 24, 24, 3)
+    single = image_transform(preprocessing)
+    assert torch.equal(dataset.eval_transform(images), torch.stack([single(open_image(row)) for _, row in jpegs.iterrows()]))
 
 
 def test_worker_processes_give_the_same_features(index, counted_model):

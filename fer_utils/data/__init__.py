@@ -20,8 +20,6 @@ from fer_utils.data.splits import make_splits, split_counts
 from fer_utils.data.tensor_transforms import BatchTransform, ImageTransform, eval_transform, image_transform
 from fer_utils.data.transforms import (
     build_batch_transforms,
-    build_dataset_transforms,
-    build_transform,
     make_datasets,
     minority_classes,
 )
@@ -30,7 +28,7 @@ from fer_utils.data.weights import class_weights
 __all__ = [
     "FORMATS", "IMAGE_EXTENSIONS", "INDEX_COLUMNS", "SPLITS",
     "BatchTransform", "CheckReport", "FERDataset", "ImageTransform",
-    "build_batch_transforms", "build_dataset_transforms", "build_transform", "check_dataset", "class_counts", "class_weights",
+    "build_batch_transforms", "check_dataset", "class_counts", "class_weights",
     "decoded_images", "eval_transform", "image_transform",
     "describe_dataset", "detect_format", "file_sha256", "fingerprint", "load_dataset", "load_fer2013", "load_imagefolder",
     "load_rafdb", "make_datasets", "make_splits", "minority_classes", "open_image", "split_counts",

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from fer_utils.data.index import check_index, load_rgb
+from fer_utils.data.index import check_index
 
 
 class FERDataset(Dataset):
@@ -26,11 +26,6 @@ class FERDataset(Dataset):
     is what :func:`fer_utils.train.fit` applies to training batches; ``eval_transform`` is its
     evaluation path, used for validation, testing and feature extraction.
 
-    Legacy per-image mode: a ``transform`` (a callable on RGB PIL images, e.g. the v2 pipeline of
-    :func:`fer_utils.data.transforms.build_transform`) decodes each sample with PIL on every access
-    and returns ``transform(image)``; ``augment_transform`` replaces it for samples whose label is
-    in ``augment_labels``. This is the path the tensor one replaced; it is kept for old callers.
-
     A memory-mapped array pickles as its file name (DataLoader workers reopen it and share its
     pages); in-memory ``pixels`` (FER2013) need no file.
     """
@@ -38,11 +33,7 @@ class FERDataset(Dataset):
     def __init__(
         self,
         index: pd.DataFrame,
-        transform: Callable | None = None,
-        augment_transform: Callable | None = None,
-        augment_labels: Iterable[int] | None = None,
         *,
-        draft_size: int | None = None,
         batch_transform=None,
         images: np.ndarray | None = None,
         rows: Iterable[int] | None = None,
@@ -50,21 +41,9 @@ class FERDataset(Dataset):
         store_size: int | None = None,
     ) -> None:
         check_index(index)
-        if (augment_labels is None) != (augment_transform is None):
-            raise ValueError("augment_transform and augment_labels must be given together")
         self.ids: list[str] = index["id"].tolist()
         self.labels: np.ndarray = index["label"].to_numpy(dtype=np.int64)
-        self.transform = transform
-        self.augment_transform = augment_transform
-        self.augment_labels = frozenset(int(c) for c in augment_labels) if augment_labels is not None else frozenset()
-        self.draft_size = draft_size
         self.batch_transform = batch_transform
-        self.legacy = transform is not None
-        if self.legacy:
-            self.paths: list[str | None] = index["path"].tolist()
-            self.pixels: list[np.ndarray | None] = index["pixels"].tolist()
-            self.images, self.rows = None, None
-            return
         if images is None:
             from fer_utils.data.decoded import decoded_images
             images = decoded_images(index, cache_dir, store_size)
@@ -94,11 +73,6 @@ class FERDataset(Dataset):
         self.__dict__.update(state)
 
     def __getitem__(self, i):
-        if self.legacy:
-            image = load_rgb(self.paths[i], self.pixels[i], self.draft_size)
-            label = int(self.labels[i])
-            transform = self.augment_transform if label in self.augment_labels else self.transform
-            return transform(image), label
         if isinstance(i, (list, tuple, np.ndarray, torch.Tensor)):
             positions = np.asarray(i, dtype=np.int64)
             return (torch.from_numpy(np.ascontiguousarray(self.images[self.rows[positions]])),

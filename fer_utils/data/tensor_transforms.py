@@ -140,7 +140,7 @@ class BatchTransform:
         self.augment_labels = frozenset(int(c) for c in augment_labels) if augment_labels is not None else None
         if self.train and augmentation == "minority" and self.augment_labels is None:
             raise ConfigError("augmentation 'minority' needs augment_labels (the minority classes): "
-                              "use make_datasets() or build_dataset_transforms()")
+                              "use make_datasets() or build_batch_transforms()")
 
     def __repr__(self) -> str:
         extra = f", augment_labels={sorted(self.augment_labels)}" if self.augment_labels is not None else ""

@@ -103,14 +103,16 @@ def balanced_sampler(labels, generator: torch.Generator | None = None) -> Weight
 
 
 def _batch_indexed(dataset: Dataset) -> bool:
-    """Whether ``dataset[list_of_positions]`` returns a whole batch (a tensor-path FERDataset)."""
-    return getattr(dataset, "images", None) is not None and not getattr(dataset, "legacy", True)
+    """Whether ``dataset[list_of_positions]`` returns a whole batch (a FERDataset)."""
+    from fer_utils.data.dataset import FERDataset
+
+    return isinstance(dataset, FERDataset)
 
 
 def batch_transform_of(dataset: Dataset, train: bool = False):
     """The batch transform that makes ``dataset``'s model inputs on the device, or None (its items
-    already are model inputs: cached features, a legacy per-image transform). ``train`` picks the
-    training transform; otherwise its evaluation path. A ``Subset`` has its data set's."""
+    already are model inputs: cached features). ``train`` picks the training transform; otherwise
+    its evaluation path. A ``Subset`` has its data set's."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     transform = getattr(dataset, "batch_transform", None)
