@@ -1,30 +1,10 @@
 """Benchmark ``POST /api/predict`` as the production server (``fer serve``, waitress) answers it.
 
-For each model bundle, in one run:
-
-(a) in process, without HTTP: ``Predictor.from_bundle``, then per call ``crop_face(image)`` +
-    ``predict_labeled([crop.image])`` on the same photo (the model work a request does), p50 and
-    its split into face crop and prediction;
-(b) over HTTP: ``fer serve --threads 8 --no-rate-limit`` started as a subprocess on a free port
-    of 127.0.0.1 (never another address), a user with an API token made beforehand, then
-    ``POST /api/predict`` (multipart field ``image``, ``Authorization: Bearer <token>``) from one
-    client (sequential) and from ``--clients`` concurrent clients (threads, each its own
-    connection): p50 / p95 / mean latency and requests per second. Each setting stops after
-    ``--requests`` requests or ``--seconds`` seconds, whichever comes first, after warm-up
-    requests (the first inferences of a fresh process are several times slower).
-
-It prints a table with the ratio HTTP p50 / in-process p50 (what the site adds: upload checks,
-storing three image files, the database row, HTTP) and the targets: a CNN bundle's p50 <= 50 ms
-with one client and >= 20 requests/s with eight; a fused bundle's p50 <= 150 ms with one client
-(fused bundles run one client only, unless ``--fused-concurrent``). Examples::
+What it measures, and the targets: :mod:`fer_utils.bench.web` (the flags are its options). Examples::
 
     python benchmarks/bench_web.py
     python benchmarks/bench_web.py --bundle data/runs/02_cnn_baselines/resnet18/bundle --requests 100
     python benchmarks/bench_web.py --image face.jpg --json out.json
-
-Default bundles: the best CNN and the best fused bundle (validation macro F1) trained on the
-project's synthetic data set. The client runs on the same machine as the server, so on a small
-machine the two share its cores. Uses ``requests``.
 """
 from __future__ import annotations
 

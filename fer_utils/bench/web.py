@@ -17,7 +17,12 @@ For each model bundle, :func:`measure_web` measures
 and the ratio HTTP p50 / in-process p50 (what the site adds: upload checks, storing three image
 files, the database row, HTTP), and :data:`TARGETS`: a CNN bundle's p50 <= 50 ms with one client
 and >= 20 requests/s with eight; a fused bundle's p50 <= 150 ms with one client (fused bundles run
-one client only, unless ``fused_concurrent``). The client uses only the standard library.
+one client only, unless ``fused_concurrent``). The default bundles (:func:`default_bundles`) are
+the best CNN and the best fused bundle (validation macro F1) trained on the project's synthetic data
+set. The client uses only the standard library and runs on the same machine as the server, so on
+a small machine the two share its cores (the load average before and after is reported).
+
+``benchmarks/bench_web.py`` (a table) and ``fer bench --only web`` run it.
 """
 from __future__ import annotations
 
