@@ -38,7 +38,7 @@ def test_rafdb_problems_are_all_collected(tmp_path):
     assert f"{LABEL_FILE}:23: label '8'" in errors
     assert f"{LABEL_FILE}:24: malformed line" in errors
     assert f"train_00002_aligned.jpg: image file missing (listed at {tmp_path / 'basic' / 'EmoLabel' / LABEL_FILE}:2)" in errors
-    assert f"test_00003_aligned.jpg: unreadable or corrupt image" in errors and f"{LABEL_FILE}:17)" in errors
+    assert "test_00003_aligned.jpg: unreadable or corrupt image" in errors and f"{LABEL_FILE}:17)" in errors
     assert len(report.warnings) == 1 and "train_09999_aligned.jpg: image not listed" in report.warnings[0]
     assert report.counts["total"].sum() == 21  # the three bad lines are not counted
     text = report.format(max_messages=2)
