@@ -1,13 +1,16 @@
 """Shared test set-up: keep every HOME-based cache out of $HOME, and a session synthetic data set."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _CACHE = Path(tempfile.mkdtemp(prefix="fer-test-cache-"))
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)  # one per pytest process: leave no trace in /tmp
 for var, sub in {
     "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
     "JUPYTER_RUNTIME_DIR": "jupyter/runtime", "IPYTHONDIR": "ipython", "MPLCONFIGDIR": "matplotlib",
