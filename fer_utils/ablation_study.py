@@ -147,7 +147,7 @@ def _val_set(cfg, index: pd.DataFrame):
     from fer_utils.data import make_datasets
 
     return make_datasets(index[index["split"] == "val"], preprocessing_of(cfg),
-                         cache_dir=getattr(cfg, "cache_dir", None))["val"]
+                         cache_dir=getattr(cfg, "cache_dir", None) or None)["val"]
 
 
 def _check_lists(cfg, where: str, key: str) -> None:

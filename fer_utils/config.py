@@ -206,6 +206,9 @@ class CNNRecipeConfig(DataConfig):
     num_workers: int | Literal["auto"] = 0
     channels_last: bool = True         # faster on CPU (1.25-1.35x) and GPU; same results
     n_bootstrap: int = 1000
+    # the decoded images (uint8, source size) are kept and memory-mapped there, keyed by content:
+    # later runs on the same data skip decoding ("": decoded into memory, nothing kept)
+    cache_dir: str = "data/cache"
 
     choices: ClassVar[dict[str, tuple]] = {
         **DataConfig.choices,

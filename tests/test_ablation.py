@@ -32,7 +32,8 @@ def test_every_augmentation_setting_trains_in_a_tiny_fit_and_lands_in_one_record
 
     monkeypatch.setattr(experiment, "make_datasets", spy)
     cfg = AugmentationConfig(data_path=str(synthetic_rafdb), image_size=32, epochs=1, patience=1, batch_size=16,
-                             n_bootstrap=30, seeds=[1], rotate_degrees=10.0, run_dir=str(tmp_path / "aug"))
+                             n_bootstrap=30, seeds=[1], rotate_degrees=10.0, run_dir=str(tmp_path / "aug"),
+                             cache_dir=str(tmp_path / "cache"))
     run = ablation_study.run_augmentation(cfg, echo=lambda *_: None)
     # every preset was built with its own settings, in the config's order
     expected = [(preset, scale if scale is not None else 1.0, 10.0) for preset, scale in AUGMENTATION_SETTINGS.values()]

@@ -17,7 +17,8 @@ def cnn_cfg(synthetic_rafdb, tmp_path_factory):
     return CNNBaselineConfig.from_params({
         "data_path": str(synthetic_rafdb), "model": "resnet18", "image_size": 32, "epochs": 1, "patience": 1,
         "batch_size": 32, "n_bootstrap": 20, "device": "cpu", "class_weights": "inverse",
-        "run_dir": str(tmp_path_factory.mktemp("runs") / "02_cnn_baselines" / "resnet18")})
+        "run_dir": str(tmp_path_factory.mktemp("runs") / "02_cnn_baselines" / "resnet18"),
+        "cache_dir": str(tmp_path_factory.mktemp("cache"))})
 
 
 def test_training_config_takes_the_notebook_fields_and_class_weights(cnn_cfg, synthetic_rafdb):
@@ -30,7 +31,12 @@ def test_training_config_takes_the_notebook_fields_and_class_weights(cnn_cfg, sy
 
 
 def test_train_cnn_then_save_run_records_params_data_and_a_servable_bundle(cnn_cfg, one_torch_thread):
+    from pathlib import Path
+
     run = experiment.train_cnn(cnn_cfg, progress=False)
+    # the decoded images were kept in the config's cache (one array, all splits), for the next run
+    decoded = list((Path(cnn_cfg.cache_dir) / "decoded").rglob("*.npy"))
+    assert len(decoded) == 1 and np.load(decoded[0], mmap_mode="r").shape[0] == run.data["n_images"]
     assert set(experiment.CI_METRICS) <= set(run.metrics["ci95"])
     folder, bundle = experiment.save_run(cnn_cfg, run)
     params = json.loads((folder / "params.json").read_text())
