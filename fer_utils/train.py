@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm  # plain text: a notebook widget would need JavaScript from a CDN in the book
 
 from fer_utils.errors import ConfigError
-from fer_utils.stats import macro_f1
+from fer_utils.models.folding import fold_replicated_linear
 from fer_utils.models.runtime import (
     amp_dtype,
     apply_transform,
@@ -33,6 +33,7 @@ from fer_utils.models.runtime import (
 )
 from fer_utils.options import LOSSES, MONITORS, OPTIMIZERS, SAMPLERS
 from fer_utils.repro import seed_everything
+from fer_utils.stats import macro_f1
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
 
@@ -53,6 +54,9 @@ class TrainConfig:
     raises the learning rate linearly from 1 % of ``lr`` to ``lr`` over that many epochs' batches
     (then constant): Adam's first steps move every weight by about ``lr`` whatever its gradient,
     which in VGG16's 102 M-weight first dense layer is enough to silence the network for epochs.
+    ``fold_replicated`` (with no weight decay) trains VGG's first dense layer folded on images
+    under 64 px, where its input is one vector copied 49 times: the same training in exact
+    arithmetic, 1.9x faster (:mod:`fer_utils.models.folding`); False trains the plain layer.
     """
 
     batch_size: int = 64
@@ -73,6 +77,7 @@ class TrainConfig:
     loss: str = "cross_entropy"
     focal_gamma: float = 2.0
     sampler: str = "none"
+    fold_replicated: bool = True
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0)):
@@ -96,8 +101,9 @@ class TrainConfig:
         if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
                                            or self.num_workers < 0):
             raise ConfigError(f"TrainConfig.num_workers must be 'auto' or an int >= 0, got {self.num_workers!r}")
-        if not isinstance(self.restore_best, bool):
-            raise ConfigError(f"TrainConfig.restore_best must be True or False, got {self.restore_best!r}")
+        for name in ("restore_best", "fold_replicated"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.class_weights is not None:
             self.class_weights = torch.as_tensor(self.class_weights, dtype=torch.float32)
             if self.class_weights.ndim != 1 or not torch.all(self.class_weights > 0):
@@ -199,6 +205,16 @@ def _validate(model: nn.Module, loader, device: torch.device, config: TrainConfi
             "val_macro_f1": macro_f1(labels_np, predicted, logits.shape[1])}
 
 
+def fold_for_training(model: nn.Module, config: TrainConfig, image_size: int | None):
+    """Fold VGG's first dense layer for ``image_size`` px inputs where that is exact and
+    ``config`` allows it (``fold_replicated``, no weight decay; :mod:`fer_utils.models.folding`):
+    the function that unfolds it after training, or None (nothing folded). Call before the
+    optimizer is made."""
+    if not config.fold_replicated or config.weight_decay != 0 or image_size is None:
+        return None
+    return fold_replicated_linear(model, image_size)
+
+
 def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfig | None = None,
         progress: bool = True) -> FitResult:
     """Train ``model`` on ``train_ds``, validating on ``val_ds`` after every epoch.
@@ -238,48 +254,54 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     train_transform = batch_transform_of(train_ds, train=True)
     val_transform = batch_transform_of(val_ds)
     augment_generator = torch.Generator().manual_seed(config.seed)
-    optimizer = _optimizer(model, config)
-    warmup = Warmup(optimizer, math.ceil(config.warmup_epochs * len(train_loader)))
-    sign = 1.0 if MONITORS[config.monitor] == "max" else -1.0
+    unfold = fold_for_training(model, config, getattr(getattr(train_transform, "preprocessing", None),
+                                                      "image_size", None))
+    try:
+        optimizer = _optimizer(model, config)
+        warmup = Warmup(optimizer, math.ceil(config.warmup_epochs * len(train_loader)))
+        sign = 1.0 if MONITORS[config.monitor] == "max" else -1.0
 
-    rows, best_state, best_epoch, best_score = [], None, 0, -math.inf
-    bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
-    for epoch in bar:
-        start = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in train_loader:
-            x = to_device(x, device, config.channels_last and train_transform is None)
-            x = apply_transform(train_transform, x, y, augment_generator, config.channels_last)
-            y = y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, use_amp):
-                logits = call_model(model, x)
-                loss = loss_fn(logits, y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            warmup.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        row.update(_validate(model, val_loader, device, config, use_amp, val_transform))
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        score = sign * row[config.monitor]
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}",
-                        val_f1=f"{row['val_macro_f1']:.3f}", best=best_epoch)
-        if epoch - best_epoch >= config.patience:
-            break
-    bar.close()
-    if best_state is None:
-        raise FloatingPointError(f"training diverged: {config.monitor} was NaN in every epoch (try a lower lr)")
-    if config.restore_best:
-        model.load_state_dict(best_state)
+        rows, best_state, best_epoch, best_score = [], None, 0, -math.inf
+        bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
+        for epoch in bar:
+            start = time.perf_counter()
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for x, y in train_loader:
+                x = to_device(x, device, config.channels_last and train_transform is None)
+                x = apply_transform(train_transform, x, y, augment_generator, config.channels_last)
+                y = y.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, use_amp):
+                    logits = call_model(model, x)
+                    loss = loss_fn(logits, y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                warmup.step()
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+            row.update(_validate(model, val_loader, device, config, use_amp, val_transform))
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            score = sign * row[config.monitor]
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}",
+                            val_f1=f"{row['val_macro_f1']:.3f}", best=best_epoch)
+            if epoch - best_epoch >= config.patience:
+                break
+        bar.close()
+        if best_state is None:
+            raise FloatingPointError(f"training diverged: {config.monitor} was NaN in every epoch (try a lower lr)")
+        if config.restore_best:
+            model.load_state_dict(best_state)
+    finally:
+        if unfold is not None:
+            unfold()  # the plain torchvision layer again, with the trained weights
     model.eval()
     return FitResult(history=pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), best_epoch=best_epoch,
                      best_score=sign * best_score, stopped_early=len(rows) < config.epochs, device=str(device),
