@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 from .options import (
-    AUGMENTATION_SETTINGS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, DATA_FORMATS,
+    AUGMENTATION_SETTINGS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, COMPILE_MODES, DATA_FORMATS,
     FUSION_NORMS, IMBALANCE_TREATMENTS, LOSSES, MONITORS, OPTIMIZERS, RAFDB_VARIANTS, SAMPLERS, TEXT_ENCODERS,
 )
 from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
@@ -205,6 +205,7 @@ class CNNRecipeConfig(DataConfig):
     # default 0 keeps CPU results the same on every machine.
     num_workers: int | Literal["auto"] = 0
     channels_last: bool = True         # faster on CPU (1.25-1.35x) and GPU; same results
+    torch_compile: str = "none"        # none | default | reduce-overhead (CUDA graphs) | max-autotune
     n_bootstrap: int = 1000
     # the decoded images (uint8, source size) are kept and memory-mapped there, keyed by content:
     # later runs on the same data skip decoding ("": decoded into memory, nothing kept)
@@ -214,6 +215,7 @@ class CNNRecipeConfig(DataConfig):
         **DataConfig.choices,
         "model": CNN_ARCHITECTURES, "class_weights": CLASS_WEIGHTS, "loss": LOSSES, "sampler": SAMPLERS,
         "normalization": tuple(NORMALIZATIONS), "monitor": tuple(MONITORS), "optimizer": OPTIMIZERS,
+        "torch_compile": COMPILE_MODES,
     }
     minimums: ClassVar[dict[str, float]] = {"num_workers": 0, "warmup_epochs": 0, "focal_gamma": 0,
                                             "class_weight_beta": 0}

@@ -18,6 +18,10 @@ MONITORS: dict[str, str] = {"val_macro_f1": "max", "val_acc": "max", "val_loss":
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
+COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead", "max-autotune")
+"""``torch.compile`` modes for the training step (:class:`fer_utils.train.TrainConfig`): ``none``
+runs eagerly; ``reduce-overhead`` adds CUDA graphs on a GPU."""
+
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "inverse", "effective")
 """Loss weighting schemes (see :mod:`fer_utils.data.weights`)."""
 LOSSES: tuple[str, ...] = ("cross_entropy", "focal")

@@ -15,6 +15,7 @@ for var, sub in {
     "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
     "JUPYTER_RUNTIME_DIR": "jupyter/runtime", "IPYTHONDIR": "ipython", "MPLCONFIGDIR": "matplotlib",
     "HF_HOME": "huggingface", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "xdg",
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor",  # torch.compile's kernels (else /tmp/torchinductor_$USER)
 }.items():
     os.environ[var] = str(_CACHE / sub)
     (_CACHE / sub).mkdir(parents=True, exist_ok=True)

@@ -92,3 +92,18 @@ def test_study_part_runs_twice_in_a_scratch_project_and_restores_the_environment
     assert result["cold_s"] > 0 and result["warm_s"] > 0 and result["warm_over_cold"] > 0
     assert result["cold_runs"] == 0 and result["warm_runs"] == 0
     assert os.environ[ENV_HOME] == str(REPO)
+
+
+def test_step_agreement_compares_one_step_with_the_cpu_reference(one_torch_thread):
+    """The GPU check of one training step, run here with the CPU as the device: channels-last
+    against the contiguous reference gives the same loss and gradients within float32 tolerance;
+    the relative errors are real measurements (a different batch size changes the loss)."""
+    from fer_utils.bench.training import step_agreement
+
+    check = step_agreement("resnet18", "cpu", image_size=32, batch_size=4, channels_last=True)
+    assert check["device"] == "cpu" and check["amp"] is False and check["parameters"] == 62
+    assert check["loss_abs_diff"] < 1e-5 and check["grad_rel_err_max"] < 1e-3
+    assert 0 <= check["grad_rel_err_median"] <= check["grad_rel_err_max"]
+    other = step_agreement("resnet18", "cpu", image_size=32, batch_size=6, channels_last=False)
+    assert other["grad_rel_err_max"] < 1e-5  # the reference path itself: equal up to nothing
+    assert other["cpu_loss"] != check["cpu_loss"]

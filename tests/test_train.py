@@ -123,6 +123,31 @@ def test_cpu_training_is_deterministic():
     assert not other.history.drop(columns="seconds").equals(a)  # the seed does matter (shuffling)
 
 
+def test_a_compiled_training_step_trains_as_the_eager_one():
+    """torch_compile="default" (inductor, here its CPU code): the same history as eager within
+    float tolerance, the model's own state dict (no compiled wrapper's prefixes) kept, and the
+    best epoch's weights restored into the model itself."""
+    import torch._dynamo
+
+    train, val = colour_data(48, seed=1), colour_data(24, seed=2)
+    eager_model, compiled_model = tiny_net(seed=5), tiny_net(seed=5)
+    eager = fit(eager_model, train, val, config(epochs=2, patience=2), progress=False)
+    torch._dynamo.reset()
+    try:
+        compiled = fit(compiled_model, train, val, config(epochs=2, patience=2, torch_compile="default"),
+                       progress=False)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    finally:
+        torch._dynamo.reset()
+    columns = ["train_loss", "train_acc", "val_loss", "val_acc"]
+    pd.testing.assert_frame_equal(compiled.history[columns], eager.history[columns], rtol=1e-4)
+    assert compiled_model.state_dict().keys() == eager_model.state_dict().keys()
+    for name, weight in eager_model.state_dict().items():
+        torch.testing.assert_close(compiled_model.state_dict()[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ConfigError, match="torch_compile"):
+        TrainConfig(torch_compile="fast")
+
+
 def test_class_weights_change_the_training_loss():
     train, val = colour_data(48, seed=1), colour_data(24, seed=2)
     plain = fit(tiny_net(), train, val, config(epochs=1), progress=False)

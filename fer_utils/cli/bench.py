@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..bench import PARTS
+from ..options import COMPILE_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 CAPTIONERS = ("tiny", "real-size")
@@ -33,7 +34,8 @@ def parse_only(value: str | None) -> list[str]:
     return [part for part in PARTS if part in names]
 
 
-def _measure(part: str, sizes: dict, device: str, captioner: str, workers, amp: bool, bundles, echo) -> dict:
+def _measure(part: str, sizes: dict, device: str, captioner: str, workers, amp: bool, bundles, echo,
+             torch_compile: str = "none") -> dict:
     if part == "features":
         from ..bench.features import measure_features
 
@@ -46,7 +48,7 @@ def _measure(part: str, sizes: dict, device: str, captioner: str, workers, amp: 
         return measure_training(sizes["model"], device, sizes["n"], sizes["val_n"], sizes["image_size"],
                                 batch_size=sizes["batch_size"], epochs=sizes["epochs"],
                                 num_workers=0 if workers == "auto" else workers, amp=amp,
-                                repeats=max(1, sizes["repeats"] - 1))
+                                repeats=max(1, sizes["repeats"] - 1), torch_compile=torch_compile)
     if part == "captions":
         from ..bench.captions import measure_captions
 
@@ -77,9 +79,15 @@ def summary_rows(part: str, result: dict) -> list[tuple[str, str, str]]:
                  f"{result['b_over_a']:.2f} x naive, {result['b_over_c']:.2f} of forward alone"),
                 ("features: forward alone (tensors made beforehand)", rate(result["c_forward_only_img_s"]), "")]
     if part == "training":
-        return [(f"training: fit ({result['model']}, batch {result['batch_size']}, {result['num_workers']} workers)",
+        rows = [(f"training: fit ({result['model']}, batch {result['batch_size']}, {result['num_workers']} workers)",
                  rate(result["fit_img_s"]), f"{result['fit_over_no_loading']:.2f} of no data loading"),
                 ("training: train step, no data loading", rate(result["no_loading_img_s"]), "")]
+        check = result.get("step_vs_cpu")
+        if check:
+            rows.append(("training: one step vs the CPU's float32", f"loss diff {check['loss_abs_diff']:.1e}",
+                         f"gradients: relative error {check['grad_rel_err_max']:.1e} at most "
+                         f"({check['grad_rel_err_max_param']}), median {check['grad_rel_err_median']:.1e}"))
+        return rows
     if part == "captions":
         top = result["best_batch"]
         return [(f"captions: batch 1 ({result['architecture']}, {result['new_tokens']} tokens)",
@@ -142,14 +150,17 @@ def _workers(value: str):
 @click.option("--threads", type=click.IntRange(1, None), default=None,
               help="torch intra-op threads (default: torch's choice; 1 is fastest on a busy small machine).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (bf16).")
+@click.option("--compile", "torch_compile", type=click.Choice(COMPILE_MODES), default="none", show_default=True,
+              help="training: torch.compile mode of the model, in fit and in the baseline alike "
+                   "(reduce-overhead: CUDA graphs on a GPU).")
 @click.option("--bundle", "bundles", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Model bundle for web (repeatable; default: the project's best CNN and fused bundles).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the machine and every measurement to this JSON file.")
 @click.option("--quick", is_flag=True, help="Tiny sizes (resnet18, 32 px, 16 images, tiny captioner, the study's "
               "data page only): checks that every part runs, in seconds.")
-def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers, threads, amp, bundles, json_out,
-              quick):
+def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers, threads, amp, torch_compile,
+              bundles, json_out, quick):
     """Measure this machine: each figure beside its baseline in the same process.
 
     \b
@@ -199,7 +210,7 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
         start = time.perf_counter()
         try:
             result = _measure(part, sizes, device, captioner, workers, amp, bundles,
-                              echo=lambda text: click.echo(f"  {text}", err=True))
+                              echo=lambda text: click.echo(f"  {text}", err=True), torch_compile=torch_compile)
         except (FERError, ImportError, RuntimeError) as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result["wall_s"] = time.perf_counter() - start
