@@ -107,3 +107,20 @@ def test_step_agreement_compares_one_step_with_the_cpu_reference(one_torch_threa
     other = step_agreement("resnet18", "cpu", image_size=32, batch_size=6, channels_last=False)
     assert other["grad_rel_err_max"] < 1e-5  # the reference path itself: equal up to nothing
     assert other["cpu_loss"] != check["cpu_loss"]
+
+
+def test_gpu_checks_script_records_each_step_and_respects_its_budget(tmp_path, one_torch_thread):
+    """benchmarks/gpu_checks.py, the one call for a session lent a GPU, run here on the CPU: a step
+    runs and its result is written as it comes; with no budget left the next steps are recorded
+    as skipped, not run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", REPO / "benchmarks" / "gpu_checks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    report = script.main(["--quick", "--device", "cpu", "--only", "clip", "--out", str(tmp_path)])
+    clip = report["steps"]["clip text tower"]
+    assert clip["batched_sentences_per_s"] > 0 and clip["x_batch1"] > 0 and "error" not in clip
+    assert json.loads((tmp_path / "gpu_checks.json").read_text())["steps"].keys() == {"clip text tower"}
+    skipped = script.main(["--quick", "--device", "cpu", "--budget-s", "-1", "--out", str(tmp_path)])
+    assert skipped["steps"] and all("skipped" in step for step in skipped["steps"].values())
