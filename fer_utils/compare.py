@@ -31,8 +31,10 @@ TEST_METRICS = SCORES
 SUMMARY_METRICS = (*TEST_METRICS, "val_macro_f1")
 """The columns of :func:`summarize`: the test metrics and the validation macro F1 that selection
 may use ("best" means best on validation; the test split is read once)."""
-RUN_SPECIFIC_PARAMS = ("seed", "run_dir")
-"""The only parameters in which runs averaged together may differ."""
+RUN_SPECIFIC_PARAMS = ("seed", "run_dir", "cache_dir")
+"""The only parameters in which runs averaged together may differ: the seed, and where the run's
+record and the project's caches are kept (cache entries are keyed by content: a cache folder
+changes no result)."""
 DATA_FINGERPRINT = "data.fingerprint"
 """The column :func:`load_records` adds to the runs table: the fingerprint of each run's data set."""
 
@@ -76,7 +78,7 @@ def check_alike(table: pd.DataFrame, by: str | list[str] = "param.model") -> Non
             problems.append(f"{by} = {group!r} (runs {', '.join(names)}) differ in {values}")
     if problems:
         raise ConfigError("cannot average runs that are not repeats of one setting (only "
-                          f"{' and '.join(RUN_SPECIFIC_PARAMS)} may differ): " + " | ".join(problems)
+                          f"{', '.join(RUN_SPECIFIC_PARAMS)} may differ): " + " | ".join(problems)
                           + ". Group by the differing parameter too, or compare runs made alike.")
 
 

@@ -134,7 +134,10 @@ def test_repeats_that_differ_only_in_seed_are_averaged_and_the_page_says_how_man
     for seed in (1, 2):
         for model, share in (("a", 0.9), ("b", 0.5)):
             _record(tmp_path, f"{model}-s{seed}", y, np.where(rng.random(200) < share, y, 0), seed=seed, model=model)
+    _record(tmp_path, "a-s3", y, y, seed=3, model="a", cache_dir="/elsewhere/cache")  # another machine's cache
     table, recs = compare.load_records(tmp_path, "02_cnn_baselines")
+    table = table[table["run"] != "a-s3"]
+    assert list(compare.summarize(compare.load_records(tmp_path, "02_cnn_baselines")[0])[("runs", "n")]) == [3, 2]
     summary = compare.summarize(table)
     assert list(summary[("runs", "n")]) == [2, 2]
     assert " ± " in compare.mean_pm_std(summary).loc["a", "accuracy"]
