@@ -274,9 +274,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     augment_generator = torch.Generator().manual_seed(config.seed)
     unfold = fold_for_training(model, config, getattr(getattr(train_transform, "preprocessing", None),
                                                       "image_size", None))
-    step_model = compiled(model, config.torch_compile)
     graphs = config.torch_compile == "reduce-overhead" and device.type == "cuda"
     try:
+        step_model = compiled(model, config.torch_compile)
         optimizer = _optimizer(model, config)
         warmup = Warmup(optimizer, math.ceil(config.warmup_epochs * len(train_loader)))
         sign = 1.0 if MONITORS[config.monitor] == "max" else -1.0
