@@ -18,6 +18,9 @@ as it comes to ``--out/gpu_checks.json``:
    with a static cache + compiled decoding (issue 9: >= 400 img/s);
 5. CLIP ViT-L/14's text tower (CLIPTextModel at its size, random weights, 20-token captions).
 
+Each result also carries ``estimated_s``: the seconds all of RAF-DB (15,339 images; a training
+epoch: its 12,271 training images) and of AffectNet (about 290,000) would take at that rate.
+
 On a device machine (its image has torch, torchvision, transformers and pandas)::
 
     PYTHONPATH=. PYTHONUNBUFFERED=1 python3 benchmarks/gpu_checks.py --out $OUT --budget-s 480
@@ -35,6 +38,11 @@ import traceback
 from pathlib import Path
 
 CNNS = ("densenet121", "resnet18", "vgg16")
+# images a full pass over each data set costs: RAF-DB's 12,271 train + 3,068 test (a training
+# epoch: the train split), AffectNet about 290,000 (issue 14's figure)
+DATA_SETS = {"RAF-DB": {"all": 15_339, "train": 12_271}, "AffectNet": {"all": 290_000, "train": 290_000}}
+RATES = {"b_extract_features_img_s": "all", "fit_img_s": "train", "best_images_per_s": "all",
+         "batched_sentences_per_s": "all"}
 
 
 def plan(quick: bool, device: str) -> list[tuple[str, callable]]:
@@ -142,6 +150,7 @@ def main(argv=None) -> dict:
         except Exception as exc:  # recorded; the next step still runs
             result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=4)}
         result["wall_s"] = time.perf_counter() - t0
+        result["estimated_s"] = estimates(result)
         report["steps"][name] = result
         (out / "gpu_checks.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"          {summary(result)}", flush=True)
@@ -155,6 +164,17 @@ def main(argv=None) -> dict:
             pass
     print(f"done in {time.perf_counter() - start:.0f} s: {out / 'gpu_checks.json'}")
     return report
+
+
+def estimates(result: dict) -> dict:
+    """Seconds a whole data set would take at the step's measured rate: extraction, captioning and
+    text embedding over all its images, one training epoch over its training images."""
+    out = {}
+    for key, split in RATES.items():
+        rate = result.get(key)
+        if isinstance(rate, (int, float)) and rate > 0:
+            out[key] = {name: sizes[split] / rate for name, sizes in DATA_SETS.items()}
+    return out
 
 
 def summary(result: dict) -> str:

@@ -121,6 +121,9 @@ def test_gpu_checks_script_records_each_step_and_respects_its_budget(tmp_path, o
     report = script.main(["--quick", "--device", "cpu", "--only", "clip", "--out", str(tmp_path)])
     clip = report["steps"]["clip text tower"]
     assert clip["batched_sentences_per_s"] > 0 and clip["x_batch1"] > 0 and "error" not in clip
+    estimate = clip["estimated_s"]["batched_sentences_per_s"]
+    assert estimate["RAF-DB"] == pytest.approx(15_339 / clip["batched_sentences_per_s"])
+    assert estimate["AffectNet"] > estimate["RAF-DB"]
     assert json.loads((tmp_path / "gpu_checks.json").read_text())["steps"].keys() == {"clip text tower"}
     skipped = script.main(["--quick", "--device", "cpu", "--budget-s", "-1", "--out", str(tmp_path)])
     assert skipped["steps"] and all("skipped" in step for step in skipped["steps"].values())
