@@ -97,6 +97,9 @@ def test_fold_only_where_it_is_exact(vgg16):
     with pytest.raises(RuntimeError, match=r"1 x 1 feature map .*got 2048"):
         model(torch.zeros(1, 3, 64, 64))
     unfold()
+    weight = model.features[3][0].weight.clone()
+    unfold()  # a second call changes nothing
+    assert torch.equal(model.features[3][0].weight, weight)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 7)
 
 

@@ -64,8 +64,8 @@ class ReplicatedInputLinear(nn.Module):
 
 
 def _vgg_parts(model: nn.Module):
-    """``(features, pool index, dense index)`` of a VGG built by the registry
-    (``Sequential(convs, AdaptiveAvgPool2d, Flatten, Sequential(Linear, ...))``), else None."""
+    """The ``features`` of a VGG built by the registry (``Sequential(convs, AdaptiveAvgPool2d,
+    Flatten, Sequential(Linear, ...))``), else None."""
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Sequential) or len(features) < 4:
         return None
@@ -79,8 +79,9 @@ def _vgg_parts(model: nn.Module):
 def fold_replicated_linear(model: nn.Module, image_size: int) -> Callable[[], None] | None:
     """Fold VGG's first dense layer for training on ``image_size`` px inputs when that is exact:
     a registry VGG whose last feature map is 1 x 1 at that size and whose first dense layer is
-    trained. Returns the function that unfolds it (call it once, after training), or None (model
-    unchanged). The optimizer must not use weight decay (then the blocks' updates differ)."""
+    trained. Returns the function that unfolds it (after training; a second call does nothing),
+    or None (model unchanged). The optimizer must not use weight decay (then the blocks' updates
+    differ)."""
     features = _vgg_parts(model)
     if features is None or not features[3][0].weight.requires_grad:
         return None
@@ -103,8 +104,9 @@ def fold_replicated_linear(model: nn.Module, image_size: int) -> Callable[[], No
     features[3][0] = folded
 
     def unfold() -> None:
-        features[3][0] = folded.unfold()
-        features[1] = pool
+        if features[3][0] is folded:  # once: a second call must not add the change again
+            features[3][0] = folded.unfold()
+            features[1] = pool
 
     return unfold
 
