@@ -147,7 +147,7 @@ def _val_set(cfg, index: pd.DataFrame):
     from fer_utils.data import make_datasets
 
     return make_datasets(index[index["split"] == "val"], preprocessing_of(cfg),
-                         cache_dir=getattr(cfg, "cache_dir", None) or None)["val"]
+                         cache_dir=cfg.cache_dir or None)["val"]
 
 
 def _check_lists(cfg, where: str, key: str) -> None:
@@ -344,7 +344,9 @@ def run_imbalance(cfg, inputs=None, progress: bool = False, echo: Callable | Non
               "fused_head": f"the fusion study's head on fused features ({fused_head})"}
     plain_training = with_treatment(tcfg, treatment_params(PLAIN), y_train)
     if cfg.train_cnn:
-        recipe = dataclasses.replace(cnn_recipe(inputs.bundle["path"]), data_path=cfg.data_path, device=cfg.device)
+        # this study's data, device and cache, not those recorded with the bundle (maybe another machine's)
+        recipe = dataclasses.replace(cnn_recipe(inputs.bundle["path"]), data_path=cfg.data_path, device=cfg.device,
+                                     cache_dir=cfg.cache_dir)
         val_set = _val_set(recipe, fd.index)
         for seed in cfg.seeds:
             for setting, treatment, beta in candidates(cfg):

@@ -128,10 +128,10 @@ def train_cnn_on(cfg, index: pd.DataFrame, data: dict, augmentation: str = "none
     seed = cfg.seed if seed is None else seed
     repro.seed_everything(seed)
     prep = preprocessing_of(cfg)
-    # decoded once per data set: a config's cache_dir keeps the decoded array in the project cache
-    # and memory-maps it ("" or none: decoded into memory for this run)
+    # decoded once per data set: the config's cache_dir keeps the decoded array in the project
+    # cache and memory-maps it ("": decoded into memory for this run)
     datasets = make_datasets(index, prep, augmentation, (rrc_scale_min, 1.0), rotate_degrees,
-                             cache_dir=getattr(cfg, "cache_dir", None) or None)
+                             cache_dir=cfg.cache_dir or None)
     tcfg = dataclasses.replace(training_config(cfg, index.loc[index["split"] == "train", "label"]), seed=seed)
     model = create_model(cfg.model, pretrained=cfg.pretrained)
     test = index[index["split"] == "test"]
