@@ -136,6 +136,21 @@ def test_registration_refuses_a_taken_name_short_password_and_control_characters
     assert count(app, User) == 1
 
 
+def test_a_name_spelt_with_separate_korean_jamo_is_the_same_name(app):
+    """NFD (jamo) and NFC (syllables) 관리자 look the same: one account, not a look-alike second."""
+    import unicodedata
+
+    composed, decomposed = "관리자", unicodedata.normalize("NFD", "관리자")
+    assert composed != decomposed
+    client = app.test_client()
+    assert register(client, composed).status_code == 302
+    assert register(client, decomposed).status_code == 400 and count(app, User) == 1
+    assert login(client, decomposed).status_code == 302  # typed either way, the same account
+    with app.app_context():
+        assert create_admin(decomposed, None, promote=True).username == composed
+        assert db.session.execute(db.select(User.username)).scalar_one() == composed
+
+
 def test_login_is_required_everywhere_but_login_register_language_and_static(app):
     client = app.test_client()
     open_endpoints = {"auth.login", "auth.register", "auth.set_language", "static"}
@@ -162,7 +177,9 @@ def test_next_is_followed_only_within_the_site(app):
     client = app.test_client()
     register(client)
     assert login(client, next_url="/history").headers["Location"] == "/history"
-    for hostile in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+    for hostile in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)",
+                    "https:evil.example", "%2F%2Fevil.example", "/%09/evil.example", "%5C%5Cevil.example",
+                    "///evil.example", "\t//evil.example"):
         client.post("/logout", data={"csrf_token": csrf(client, "/")})
         assert login(client, next_url=hostile).headers["Location"] == "/", hostile
 
@@ -554,6 +571,85 @@ def test_deleting_an_account_removes_its_photos_and_records_only(app):
     assert login(app.test_client(), "alice").status_code == 401
 
 
+def test_a_deleted_accounts_cookie_does_not_open_the_next_account_given_its_id(app):
+    """SQLite gives a new row the highest id again once that row is deleted: a cookie kept from
+    a deleted account must not log in the account registered after it."""
+    mallory = user_client(app, "mallory")
+    kept = mallory.get_cookie("session").value
+    assert mallory.post("/account/delete", data={"csrf_token": csrf(mallory, "/account"),
+                                                 "password": PASSWORD}).status_code == 302
+    victim = user_client(app, "victim")
+    upload(victim)
+    with app.app_context():
+        assert db.session.execute(db.select(User.id)).scalar_one() == 1  # mallory's id, reused
+    replay = app.test_client()
+    replay.set_cookie("session", kept)
+    assert replay.get("/history").status_code == 302
+    assert replay.get(f"/image/{prediction_ids(app)[0]}/original").status_code == 302
+    assert victim.get("/history").status_code == 200  # the victim's own session still works
+
+
+def test_ids_and_pages_past_sqlite_integers_are_404_not_500(app):
+    client = user_client(app)
+    with app.app_context():
+        create_admin("boss", "boss password 1")
+    admin = app.test_client()
+    login(admin, "boss", "boss password 1")
+    huge = 2**64
+    for path in (f"/result/{huge}", f"/image/{huge}/thumb", f"/history?page={huge}"):
+        assert client.get(path).status_code == 404, path
+    assert client.post(f"/history/{huge}/delete", data={"csrf_token": csrf(client, "/")}).status_code == 404
+    token = csrf(admin, "/account")
+    for path in (f"/admin/predictions/{huge}/delete", f"/admin/users/{huge}/disable"):
+        assert admin.post(path, data={"csrf_token": token}).status_code == 404, path
+    for path in (f"/admin/?page={huge}", f"/admin/log?page={huge}"):
+        assert admin.get(path).status_code == 404, path
+    assert admin.get("/admin/", query_string={"until": "9999-12-31"}).status_code == 200  # the last day there is
+
+
+def test_the_password_check_of_account_deletion_is_rate_limited(tmp_path, bundle):
+    app = make_app(tmp_path, bundle, RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute")
+    limiter.reset()
+    try:
+        client = user_client(app)  # one login of the 3 (counted per address, this one per user)
+        token = csrf(client, "/account")
+        codes = [client.post("/account/delete", data={"csrf_token": token, "password": f"guess {i}"}).status_code
+                 for i in range(4)]
+        assert codes == [303, 303, 303, 429]
+        assert client.post("/account/delete", data={"csrf_token": token, "password": PASSWORD}).status_code == 429
+        assert count(app, User) == 1
+    finally:
+        limiter.reset()
+
+
+def test_hostile_api_uploads_are_refused_or_reduced_to_pixels(app):
+    client = user_client(app)
+    page = client.post("/account/token", data={"csrf_token": csrf(client, "/account")}).get_data(as_text=True)
+    headers = {"Authorization": "Bearer " + re.search(r'<code id="api-token">([^<]+)</code>', page).group(1),
+               "Accept-Language": "en"}
+    anonymous = app.test_client()
+
+    def send(*files, field="image", **extra):
+        return anonymous.post("/api/predict", data={field: [(io.BytesIO(d), n) for d, n in files]},
+                              headers={**headers, **extra}, content_type="multipart/form-data")
+
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    assert "x.jpg is not an image" in send((svg, "x.jpg")).get_json()["error"]
+    assert send((svg, "x.svg")).status_code == 400
+    assert "is not an image" in send((b"hello", "a.txt"), (GRACE.read_bytes(), "g.jpg")).get_json()["error"]
+    assert send((GRACE.read_bytes(), "g.jpg"), field="photo").status_code == 400
+    assert anonymous.post("/api/predict", data={"image": (io.BytesIO(GRACE.read_bytes()), "g.jpg")},
+                          query_string={"access_token": headers["Authorization"][7:]}).status_code == 401
+    frames = [Image.new("RGB", (40, 40), (60 * i, 0, 0)) for i in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert send((out.getvalue(), "anim.webp")).status_code == 201  # its first frame, re-encoded
+    original = next(p for p in stored_files(app) if p.name.count(".") == 1)
+    with Image.open(original) as stored:
+        assert stored.format == "WEBP" and getattr(stored, "n_frames", 1) == 1
+    assert count(app) == 1
+
+
 def test_retention_purges_old_photos_and_keeps_the_records(app, tmp_path):
     client = user_client(app)
     upload(client)
@@ -575,9 +671,9 @@ def test_retention_purges_old_photos_and_keeps_the_records(app, tmp_path):
 
 
 def test_login_and_prediction_are_rate_limited(tmp_path, bundle):
-    limiter.reset()
     app = make_app(tmp_path, bundle, RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute",
                    RATELIMIT_PREDICT="2 per minute")
+    limiter.reset()  # after make_app: before any app turned the limits on, the limiter has no storage
     try:
         client = user_client(app, "bob")  # one login of the 3 allowed
         small = png_bytes(np.full((40, 40, 3), 100, np.uint8))
@@ -661,6 +757,27 @@ def test_serve_share_says_why_it_cannot_open_a_tunnel():
 
     with pytest.raises(ConfigError, match="pyngrok|NGROK_AUTHTOKEN"):
         share_tunnel(5000, env={})
+
+
+@pytest.mark.parametrize("args", [["--debug", "--host", "0.0.0.0"], ["--debug", "--share"],
+                                  ["--no-rate-limit", "--host", "192.168.1.5"], ["--debug", "--host", "example.org"]])
+def test_serve_keeps_the_debugger_and_the_unlimited_site_on_this_machine(args, tmp_path):
+    """Werkzeug's debugger runs any code typed into its page: never on a network address or a tunnel.
+    Refused before the app is even built (the instance folder is not created)."""
+    from click.testing import CliRunner
+
+    from fer_utils.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--instance", str(tmp_path / "i"), *args])
+    assert result.exit_code == 2 and "is for this machine only" in result.output
+    assert not (tmp_path / "i").exists()
+
+
+def test_loopback_addresses():
+    from fer_utils.cli.web import loopback
+
+    assert all(map(loopback, ["127.0.0.1", "127.8.0.1", "localhost", "::1", "[::1]"]))
+    assert not any(map(loopback, ["0.0.0.0", "::", "10.0.0.1", "example.org", ""]))
 
 
 def test_a_missing_model_is_explained_on_the_page(tmp_path):

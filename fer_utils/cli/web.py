@@ -96,6 +96,18 @@ def share_tunnel(port: int, env=None):
     return ngrok.connect(port, "http")
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @click.command("serve")
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the site to your network).")
@@ -112,6 +124,12 @@ def share_tunnel(port: int, env=None):
 def serve(host, port, threads, bundle, data_path, instance, share, debug, no_rate_limit):
     """Serve the web site with waitress (a production WSGI server)."""
     import logging
+
+    for flag, on in (("--debug", debug), ("--no-rate-limit", no_rate_limit)):
+        # the debugger runs any code typed into its page; no limits invite password guessing
+        if on and (share or not loopback(host)):
+            raise click.UsageError(f"{flag} is for this machine only: use it with --host 127.0.0.1 (got "
+                                   f"{host!r}{' and --share' if share else ''})")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = {}

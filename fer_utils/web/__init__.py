@@ -14,6 +14,7 @@ from flask import Flask, g, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from . import settings
 from .extensions import babel, csrf, db, limiter, login_manager
@@ -36,6 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     instance = settings.instance_folder(values)
     instance.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
+    app.url_map.converters["int"] = RowId  # before any route: ids past SQLite's range are a 404
     app.config.update(values)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{instance / settings.DATABASE_FILE}")
     app.config.setdefault("UPLOAD_FOLDER", str(instance / settings.UPLOADS))
@@ -67,6 +69,13 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+class RowId(IntegerConverter):
+    """``<int:…>`` up to the largest id SQLite stores (a larger one is a 404, not an OverflowError)."""
+
+    def __init__(self, map, fixed_digits=0, min=None, max=2**63 - 1, signed=False):
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def _sqlite_pragmas(connection, _record) -> None:
     """WAL (readers never block the writer), foreign keys on, wait for a lock instead of failing."""
     cursor = connection.cursor()
@@ -85,9 +94,12 @@ def _init_login(app: Flask) -> None:
     login_manager.session_protection = "basic"
 
     @login_manager.user_loader
-    def load_user(user_id: str):
-        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and user.active else None  # a disabled account is logged out
+    def load_user(session_id: str):
+        user_id = session_id.partition(".")[0]
+        user = db.session.get(User, int(user_id)) if user_id.isascii() and user_id.isdigit() else None
+        if user is None or user.get_id() != session_id:  # a deleted account's cookie, its id reused
+            return None
+        return user if user.active else None  # a disabled account is logged out
 
     @login_manager.request_loader
     def load_token_user(req):

@@ -2,7 +2,7 @@
 (disable, enable, promote, demote); the log of admin actions. Rights come from the role only."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time, timezone
 from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -14,7 +14,7 @@ from flask_login import current_user, login_required
 from .comments import label_name
 from .extensions import db
 from .forms import AdminFilterForm, ConfirmForm
-from .history import delete_prediction
+from .history import delete_prediction, paginate
 from .models import AdminAction, Prediction, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -49,8 +49,8 @@ def filtered_predictions(form: AdminFilterForm):
     if form.since.data:
         query = query.where(Prediction.created_at >= datetime.combine(form.since.data, time(), timezone.utc))
     if form.until.data:
-        end = datetime.combine(form.until.data + timedelta(days=1), time(), timezone.utc)
-        query = query.where(Prediction.created_at < end)
+        end = datetime.combine(form.until.data, time.max, timezone.utc)  # (no +1 day: 9999-12-31 overflows)
+        query = query.where(Prediction.created_at <= end)
     return query.order_by(Prediction.created_at.desc(), Prediction.id.desc())
 
 
@@ -62,7 +62,7 @@ def predictions():
     form.validate()
     if form.errors:
         return render_template("admin/predictions.html", form=form, page=None, delete_form=ConfirmForm()), 400
-    page = db.paginate(filtered_predictions(form), per_page=current_app.config["ADMIN_PER_PAGE"], max_per_page=200)
+    page = paginate(filtered_predictions(form), per_page=current_app.config["ADMIN_PER_PAGE"], max_per_page=200)
     filters = {key: value for key, value in request.args.items() if key in form.data and value}
     return render_template("admin/predictions.html", form=form, page=page, delete_form=ConfirmForm(),
                            filters=filters)
@@ -121,6 +121,6 @@ def user_action(user_id: int, action: str):
 @bp.route("/log")
 @admin_required
 def log():
-    page = db.paginate(db.select(AdminAction).order_by(AdminAction.id.desc()),
-                       per_page=current_app.config["ADMIN_PER_PAGE"], max_per_page=200)
+    page = paginate(db.select(AdminAction).order_by(AdminAction.id.desc()),
+                    per_page=current_app.config["ADMIN_PER_PAGE"], max_per_page=200)
     return render_template("admin/log.html", page=page)

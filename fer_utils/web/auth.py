@@ -10,7 +10,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 
 from . import uploads_folder
-from .extensions import db, limiter
+from .extensions import db, limiter, user_or_address
 from .forms import ConfirmForm, DeleteAccountForm, LoginForm, RegisterForm
 from .images import remove
 from .models import User
@@ -128,6 +128,7 @@ def new_token():
 
 @bp.route("/account/delete", methods=["POST"])
 @login_required
+@limiter.limit(_limit("RATELIMIT_LOGIN"), key_func=user_or_address)  # it checks the password, as login does
 def delete_account():
     """Delete the account, every prediction and every stored photo of it (password required)."""
     form = DeleteAccountForm()

@@ -1,6 +1,8 @@
 """Flask-WTF forms: every form that changes something carries a CSRF token."""
 from __future__ import annotations
 
+import unicodedata
+
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -21,16 +23,22 @@ def printable_username(form, field):
         raise ValidationError(_l("Use printable characters, without spaces at the start or end."))
 
 
+def nfc(value: str | None) -> str | None:
+    """One spelling per name: Korean typed as composed syllables or as separate jamo (NFD) looks
+    the same, so it must be the same account, not a look-alike second one."""
+    return unicodedata.normalize("NFC", value) if value else value
+
+
 class RegisterForm(FlaskForm):
-    username = StringField(_l("Username"), validators=[DataRequired(), Length(USERNAME_MIN, USERNAME_MAX),
-                                                       printable_username])
+    username = StringField(_l("Username"), filters=[nfc],
+                           validators=[DataRequired(), Length(USERNAME_MIN, USERNAME_MAX), printable_username])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(PASSWORD_MIN, 200)])
     confirm = PasswordField(_l("Repeat password"),
                             validators=[DataRequired(), EqualTo("password", _l("The passwords differ."))])
 
 
 class LoginForm(FlaskForm):
-    username = StringField(_l("Username"), validators=[DataRequired(), Length(1, USERNAME_MAX)])
+    username = StringField(_l("Username"), filters=[nfc], validators=[DataRequired(), Length(1, USERNAME_MAX)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(1, 200)])
 
 

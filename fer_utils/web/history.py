@@ -18,13 +18,23 @@ from .predict import visible_prediction
 
 bp = Blueprint("history", __name__)
 
+MAX_PAGE = 10**9
+"""The last page number a list accepts: a larger one's OFFSET overflows SQLite's integers (a 500)."""
+
+
+def paginate(select, per_page: int, max_per_page: int):
+    """``db.paginate`` of the request's ``page``; a page past :data:`MAX_PAGE` is a 404."""
+    if request.args.get("page", 0, type=int) > MAX_PAGE:
+        abort(404)
+    return db.paginate(select, per_page=per_page, max_per_page=max_per_page)
+
 
 @bp.route("/history")
 @login_required
 def index():
-    page = db.paginate(db.select(Prediction).filter_by(user_id=current_user.id)
-                       .order_by(Prediction.created_at.desc(), Prediction.id.desc()),
-                       per_page=current_app.config["HISTORY_PER_PAGE"], max_per_page=100)
+    page = paginate(db.select(Prediction).filter_by(user_id=current_user.id)
+                    .order_by(Prediction.created_at.desc(), Prediction.id.desc()),
+                    per_page=current_app.config["HISTORY_PER_PAGE"], max_per_page=100)
     return render_template("history/index.html", page=page, delete_form=ConfirmForm())
 
 

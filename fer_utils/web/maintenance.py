@@ -1,6 +1,7 @@
 """What the ``fer web`` commands do to the database: create an admin, purge old uploads."""
 from __future__ import annotations
 
+import unicodedata
 from datetime import timedelta
 
 from ..errors import ConfigError
@@ -14,6 +15,7 @@ from .models import Prediction, User, utcnow
 def create_admin(username: str, password: str | None, promote: bool = False) -> User:
     """A new admin account, or (``promote``) admin rights for an existing one. ConfigError when
     the name is taken (without ``promote``) or the name/password break the site's rules."""
+    username = unicodedata.normalize("NFC", username)  # as the site's forms spell every name
     user = db.session.execute(db.select(User).filter_by(username=username)).scalar()
     if user is not None:
         if not promote:

@@ -61,6 +61,12 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
 
+    def get_id(self) -> str:
+        """What the session cookie keeps: the id and the account's creation time. SQLite gives a
+        new account the id of a deleted one (the highest id is reused), so a cookie of a deleted
+        account must not open the account that got its id."""
+        return f"{self.id}.{self.created_at:%Y%m%d%H%M%S%f}"
+
     @property
     def is_active(self) -> bool:  # Flask-Login refuses to log in a disabled account
         return bool(self.active)
