@@ -127,3 +127,17 @@ def test_gpu_checks_script_records_each_step_and_respects_its_budget(tmp_path, o
     assert json.loads((tmp_path / "gpu_checks.json").read_text())["steps"].keys() == {"clip text tower"}
     skipped = script.main(["--quick", "--device", "cpu", "--budget-s", "-1", "--out", str(tmp_path)])
     assert skipped["steps"] and all("skipped" in step for step in skipped["steps"].values())
+    # the skipped steps are in the file too, not only in memory
+    assert json.loads((tmp_path / "gpu_checks.json").read_text())["steps"] == skipped["steps"]
+
+
+def test_gpu_checks_says_when_torch_compile_has_no_toolchain(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", REPO / "benchmarks" / "gpu_checks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.compile_toolchain() is None           # this machine has gcc and Python's headers
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setenv("CC", "no-such-compiler")
+    assert "a C compiler" in script.compile_toolchain()
