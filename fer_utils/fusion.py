@@ -211,7 +211,9 @@ def compare_to_cnn(runs: Sequence[HeadRun], fd: FusionData, fallback: str = "mlp
     modalities, or late fusion, against the ``fallback`` head's CNN-only run. Mean difference in macro F1 (and
     weighted F1, accuracy) over the seeds with its paired-bootstrap 95 % interval and p-value,
     Holm-adjusted over the rows of each variant family (main heads, late fusion, controls, sweep);
-    McNemar on the first seed."""
+    McNemar on the first seed; ``classes_predicted``, the fewest distinct classes the fused head
+    predicted on any seed (1: collapsed), and ``same_predictions``, whether it predicted exactly what
+    its CNN-only reference did on every seed."""
     y_test = fd.labels[fd.split("test")]
     cnn_only = {(r.variant, r.head, r.seed): r for r in runs if r.inputs == "cnn"}
     groups: dict[tuple[str, str], list[HeadRun]] = {}
@@ -239,6 +241,9 @@ def compare_to_cnn(runs: Sequence[HeadRun], fd: FusionData, fallback: str = "mlp
                 row["p_bootstrap"] = test["p_value"]
         first = mcnemar(y_test, group[0].test_pred, refs[0].test_pred)
         row.update(mcnemar_b=first["b"], mcnemar_c=first["c"], p_mcnemar=first["p_value"])
+        # a head that predicts one class on some seed has collapsed: its "gain" measures nothing
+        row["classes_predicted"] = int(min(len(np.unique(r.test_pred)) for r in group))
+        row["same_predictions"] = bool(all(np.array_equal(r.test_pred, ref.test_pred) for r, ref in zip(group, refs)))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

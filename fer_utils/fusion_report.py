@@ -64,19 +64,36 @@ def heads_table(metrics: Mapping, majority: Mapping | None = None) -> pd.DataFra
     return out.rename(columns={"cnn": "CNN-only", "text": "text-only"})
 
 
+def collapsed(row: Mapping) -> bool:
+    """Whether a comparison row's fused head predicted a single class on some seed (older run
+    records, without the count, never say so)."""
+    count = row.get("classes_predicted")
+    return count is not None and not pd.isna(count) and int(count) <= 1
+
+
+def unchanged(row: Mapping) -> bool:
+    """Whether a comparison row's fused head predicted exactly what its CNN-only reference did, on
+    every seed (late fusion that gave the other source no weight)."""
+    same = row.get("same_predictions")
+    return same is not None and not pd.isna(same) and bool(same)
+
+
 def gains_table(metrics: Mapping, family: str | None = None) -> pd.DataFrame:
     """Fused minus CNN-only on the same test images, one row per head of a ``family`` of variants
     (main, late, control, sweep): the fused and CNN-only macro F1 (mean over seeds), the gain with
     its 95 % paired-bootstrap interval, the Holm-adjusted bootstrap p-value, the weighted-F1 gain,
     McNemar's p (first seed). The CNN-only reference is the same head on CNN features; a head
-    marked * (it needs both modalities, or is late fusion) is compared with mlp1's."""
+    marked * (it needs both modalities, or is late fusion) is compared with mlp1's; one marked
+    "[one class only]" collapsed (:func:`collapsed`): its gain measures nothing."""
     table = pd.DataFrame(metrics["comparisons"])
     if table.empty:
         return table
     if family is not None:
         table = table[table["variant"].str.split(":").str[0] == family]
     names = [h + ("*" if r != h else "") + ("" if v in ("main", "late") else f" ({v.split(':', 1)[-1]})")
-             for h, r, v in zip(table["head"], table["reference"], table["variant"])]
+             + (" [one class only]" if collapsed(row) else "")
+             for h, r, v, row in zip(table["head"], table["reference"], table["variant"],
+                                     table.to_dict(orient="records"))]
     out = pd.DataFrame({
         "head": names,
         "fused": table["macro_f1"].map(lambda v: f"{v:.3f}"), "CNN-only": table["cnn_macro_f1"].map(lambda v: f"{v:.3f}"),
@@ -123,6 +140,11 @@ def leakage_text(metrics: Mapping) -> str:
     parts = [f"The leaky CNN is right on {cnn['leaky']['train accuracy']:.0%} of the training images the head learns "
              f"from but on {cnn['leaky']['test accuracy']:.0%} of the test images; out of fold, its training-image "
              f"accuracy ({cnn['cross-fitted']['train accuracy']:.0%}) is what a head meets at test time."]
+    gap = cnn["leaky"]["train accuracy"] - cnn["leaky"]["test accuracy"]
+    parts.append(f"That gap ({gap * 100:.0f} points) is what leakage feeds on: a head trained on the leaky "
+                 "probabilities learns to trust a CNN that is right more often than it will be on new images. The "
+                 "longer a CNN trains on its training images, the wider the gap (the full profile's CNNs train "
+                 "for up to 30 epochs at 224 px).")
     for text in sorted({k.split("/", 1)[1] for k in gains}):
         leaky, crossed = gains.get(f"leaky/{text}"), gains.get(f"cross-fitted/{text}")
         if leaky and crossed:
@@ -130,6 +152,13 @@ def leakage_text(metrics: Mapping) -> str:
                          f"{leaky['gain_high']:+.3f}] over its CNN-only twin on leaky CNN inputs and "
                          f"{crossed['gain']:+.3f} [{crossed['gain_low']:+.3f}, {crossed['gain_high']:+.3f}] on "
                          "cross-fitted ones.")
+            for source, row in (("leaky", leaky), ("cross-fitted", crossed)):
+                if collapsed(row):
+                    parts.append(f"But the fused head on {source} CNN inputs with {text} predicts one class only "
+                                 f"on some seed (mean macro F1 {row['macro_f1']:.3f}): it collapsed, "
+                                 f"while its CNN-only twin reaches {row['cnn_macro_f1']:.3f}, so its "
+                                 f"{row['gain']:+.3f} is a head that failed to train on those inputs within its "
+                                 "budget, not a measurement of leakage.")
     return " ".join(parts) + "\n"
 
 
@@ -224,6 +253,53 @@ def per_class_change(predictions: pd.DataFrame, head: str, variant: str = "main"
                          "change": (f_fused - f_cnn).round(3)}).set_index("class")
 
 
+CHANCE = 1 / len(EMOTIONS)
+
+
+def no_information_gain(metrics: Mapping) -> tuple[float, str] | None:
+    """The gain fusion shows without any information in the captions, and where it was measured:
+    the larger of the sweep's chance-level point (simulated accuracy 1/7: a caption names the
+    true emotion no more often than a random one) and the controls' gains (shuffled or constant
+    captions); None when neither ran."""
+    table = pd.DataFrame(metrics["comparisons"])
+    sweep = sweep_table(metrics)
+    candidates = []
+    chance = sweep[np.isclose(sweep["p"], CHANCE, atol=0.002)] if not sweep.empty else sweep
+    if not chance.empty:
+        candidates.append((float(chance["gain"].iloc[0]), "simulated captions at chance, p = 1/7"))
+    controls = table[table["variant"].str.startswith("control:")] if not table.empty else table
+    if not controls.empty:
+        best = controls.loc[controls["gain"].idxmax()]
+        candidates.append((float(best["gain"]), f"{best['variant'].split(':', 1)[1]} captions"))
+    return max(candidates) if candidates else None
+
+
+def sweep_text(metrics: Mapping) -> str:
+    """What the sweep of simulated caption accuracy says (one paragraph, empty without a sweep):
+    from which accuracy the fused head gains more than captions without information give it."""
+    sweep = sweep_table(metrics)
+    if sweep.empty:
+        return ""
+    base = f" over the same head on this CNN's features alone (test macro F1 {sweep['cnn_macro_f1'].iloc[0]:.3f})"
+    floor = no_information_gain(metrics)
+    if floor is None or floor[0] <= 0:
+        paying = sweep[(sweep["low"] > 0) & (sweep["p_holm"] <= ALPHA)]
+        return ("In the sweep of simulated captions, "
+                + (f"fusion pays from a vote accuracy of about {paying['vote_accuracy'].min():.2f} "
+                   f"(p = {paying['p'].min():g})" if not paying.empty else
+                   "no caption accuracy tried gives a significant gain") + base + ".")
+    gain, where = floor
+    informative = sweep[~np.isclose(sweep["p"], CHANCE, atol=0.002)]
+    paying = informative[(informative["low"] > gain) & (informative["p_holm"] <= ALPHA)].sort_values("p")
+    return (f"In the sweep of simulated captions, captions that carry no information already give "
+            f"{gain:+.3f} ({where}){base}: that much comes from the extra input itself (it changes the head's "
+            "input and its training), not from what the captions say. "
+            + (f"Captions add more than that, with the whole 95 % interval above it, from a vote accuracy of "
+               f"about {paying['vote_accuracy'].min():.2f} (p = {paying['p'].min():g}: "
+               f"{paying['gain'].iloc[0]:+.3f} [{paying['low'].iloc[0]:+.3f}, {paying['high'].iloc[0]:+.3f}])."
+               if not paying.empty else "No caption accuracy tried adds clearly more than that."))
+
+
 def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = False) -> str:
     """What the fusion numbers say (Markdown)."""
     table = pd.DataFrame(metrics["comparisons"])
@@ -245,16 +321,36 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
                      f"{row['p_holm']:.3f}), {verdict}.")
     wins = [r for _, r in main.iterrows() if significant(r) and r["gain"] > 0]
     parts.append(f"{len(wins)} of the {len(main)} fused variants beat the CNN-only head significantly"
-                 + (f" ({', '.join(r['head'] for r in wins)})" if wins else "") + ".")
+                 + (f" ({', '.join(r['head'] for r in wins)})" if wins else "")
+                 + " (significant here: Holm-adjusted p at most 0.05 and a 95 % interval that excludes zero).")
+    same = [r["head"] for _, r in main.iterrows() if unchanged(r)]
+    if same:
+        parts.append(f"{' and '.join(same)} predict exactly what the CNN-only head predicts, on every seed: the "
+                     "weight chosen on validation gave the other source no say, so their gain is zero by "
+                     "construction, not a measured tie.")
+    broken = [r["head"] for _, r in main.iterrows() if collapsed(r)]
+    if broken:
+        parts.append(f"{', '.join(broken)} predicted one class only on some seed (marked in the tables): a head "
+                     "that failed to train, whose gain measures nothing.")
     controls = table[table["variant"].str.startswith("control:")]
     if not controls.empty:
         described = "; ".join(f"{r['variant'].split(':')[1]} captions {r['gain']:+.3f} [{r['gain_low']:+.3f}, "
                               f"{r['gain_high']:+.3f}]" for _, r in controls.iterrows())
         surviving = [r for _, r in controls.iterrows() if significant(r) and r["gain"] > 0]
-        parts.append(f"Controls ({metrics['controls_and_sweep_head']}): {described}. "
-                     + ("A gain that survives a control cannot come from what the captions say about each face: "
-                        "it is a gain of the extra input or of training noise." if surviving else
-                        "Neither control shows a significant gain, as it must not."))
+        above = [r for _, r in controls.iterrows() if r["gain_low"] > 0 and not significant(r)]
+        text = f"Controls ({metrics['controls_and_sweep_head']}): {described}. "
+        if surviving:
+            text += ("A gain that survives a control cannot come from what the captions say about each face: "
+                     "it is a gain of the extra input or of training noise.")
+        elif above:
+            names = " and ".join(f"the {r['variant'].split(':')[1]} captions (Holm-adjusted p {r['p_holm']:.3f})"
+                                 for r in above)
+            text += (f"Neither control is significant, but the interval of {names} excludes zero on its own: a small "
+                     "gain from the extra input itself, whatever the captions say, cannot be ruled out, so a "
+                     "fused head's gain means something about the captions only above it.")
+        else:
+            text += "Neither control shows a significant gain, as it must not."
+        parts.append(text)
     norms = table[table["variant"].str.startswith("norm:")]
     for _, row in norms.iterrows():
         parts.append(f"Normalising each modality before concatenation ({row['head']}, {row['variant'].split(':')[1]}) "
@@ -262,16 +358,7 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
                      f"against the CNN-only head (Holm-adjusted p {row['p_holm']:.3f}); the original's concatenation "
                      f"gives {main[main['head'] == row['head']]['gain'].iloc[0]:+.3f}."
                      if (main["head"] == row["head"]).any() else "")
-    sweep = sweep_table(metrics)
-    if not sweep.empty:
-
-        paying = sweep[(sweep["low"] > 0) & (sweep["p_holm"] <= ALPHA)]
-        parts.append("In the sweep of simulated captions, "
-                     + (f"fusion pays from a vote accuracy of about {paying['vote_accuracy'].min():.2f} "
-                        f"(p = {paying['p'].min():g})" if not paying.empty else
-                        "no caption accuracy tried gives a significant gain")
-                     + f" over the same head on this CNN's features alone (test macro F1 "
-                       f"{sweep['cnn_macro_f1'].iloc[0]:.3f}).")
+    parts.append(sweep_text(metrics))
     own = metrics.get("cnn_own_classifier")
     if own:
         parts.append(f"The original compared its fused head with the CNN's own classifier (here {own['macro_f1']:.3f} "
@@ -292,5 +379,5 @@ def conclusion(metrics: Mapping, simulated: bool = False, meaningless: bool = Fa
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-__all__ = ["ORIGINAL_RESULTS", "conclusion", "faithful_table", "faithful_text", "gains_table", "heads_table", "leakage_table", "leakage_text", "per_class_change", "significant", "sweep_display",
-           "sweep_table"]
+__all__ = ["CHANCE", "ORIGINAL_RESULTS", "collapsed", "conclusion", "faithful_table", "faithful_text", "gains_table", "heads_table", "leakage_table", "leakage_text", "no_information_gain", "per_class_change", "significant",
+           "sweep_display", "sweep_table", "sweep_text", "unchanged"]

@@ -66,6 +66,17 @@ def sample_grid(index: pd.DataFrame, open_image, per_class: int = 6, seed: int =
 
 
 def size_histogram(sizes: pd.DataFrame, ax=None):
+    """Histogram of image widths and heights; when every image has one size, that size said in
+    words instead (a single bar tells nothing)."""
+    shapes = sizes[["width", "height"]].drop_duplicates()
+    if len(shapes) == 1:
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 0.8))
+        width, height = shapes.iloc[0]
+        ax.text(0.5, 0.5, f"Image sizes: all {len(sizes):,} images are {width} × {height} px", ha="center",
+                va="center", fontsize=11, transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
     long = sizes.melt(id_vars=["split"], value_vars=["width", "height"], var_name="side", value_name="pixels")
@@ -117,10 +128,12 @@ class _PlainLogFormatter(LogFormatter):
         return f"{x:g}"
 
 
-def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None, legend_outside: bool = False):
+def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None, legend_outside: bool | None = None):
     """Loss and validation macro F1 per epoch; ``hue`` names a column telling runs apart.
-    ``legend_outside`` puts each legend right of its plot (for many runs, whose legend would cover
-    the curves)."""
+    ``legend_outside`` puts each legend right of its plot (by default whenever ``hue`` is given:
+    a legend of several runs inside would cover their curves)."""
+    if legend_outside is None:
+        legend_outside = hue is not None
     if axes is None:  # legends outside: one plot above the other, each at the page's width
         _, axes = plt.subplots(2, 1, figsize=(9, 7)) if legend_outside else plt.subplots(1, 2, figsize=(10, 3.5))
     long = history.melt(id_vars=["epoch"] + ([hue] if hue else []),
@@ -137,7 +150,7 @@ def training_curves(history: pd.DataFrame, hue: str | None = None, axes=None, le
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if legend_outside and ax.get_legend() is not None:
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title_fontsize=8, frameon=False)
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=9, title_fontsize=9, frameon=False)
     if legend_outside:
         axes[0].figure.tight_layout()
     return axes
@@ -157,15 +170,15 @@ def confusion_matrices(matrices: dict[str, list], ncols: int = 1, normalize: boo
     return fig
 
 
-def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 4, width: float = 2.4,
-                     wrap: int = 28, max_chars: int = 140):
+def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 3, width: float = 2.6,
+                     wrap: int = 30, max_chars: int = 140):
     """Faces with their caption and vote beneath: one panel per row of ``examples`` (columns
     ``label``, ``caption``, ``vote_label``; images through ``open_image(row)``), ordered as given."""
     import textwrap
 
     n = len(examples)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * width, nrows * (width + 1.1)), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * width, nrows * (width + 1.3)), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (_, row) in zip(axes.flat, examples.iterrows()):
@@ -178,7 +191,7 @@ def caption_examples(examples: pd.DataFrame, open_image, ncols: int = 4, width: 
         vote = row["vote_label"] or "no emotion word"
         ax.set_title(f"true: {EMOTIONS[int(row['label'])]}", fontsize=9)
         ax.text(0.5, -0.04, "\n".join(textwrap.wrap(f"“{caption}”", wrap)) + f"\nvote: {vote}",
-                transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
+                transform=ax.transAxes, ha="center", va="top", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -250,21 +263,27 @@ def recall_heatmap(recall: pd.DataFrame, highlight=("fear", "disgust"), ax=None,
     return ax
 
 
-def fusion_sweep(sweep: pd.DataFrame, real_vote_accuracy: float | None = None, ax=None):
+def fusion_sweep(sweep: pd.DataFrame, real_vote_accuracy: float | None = None, ax=None,
+                 no_information: tuple[float, str] | None = None):
     """The fused head's gain over CNN-only against the simulated captions' vote accuracy, with
-    intervals; a dotted line where the study's captioner's vote accuracy sits."""
+    intervals; a dotted line where the study's captioner's vote accuracy sits, and a dashed one at
+    ``no_information`` ``(gain, where measured)``: what captions without information give."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
+        _, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.errorbar(sweep["vote_accuracy"], sweep["gain"], yerr=[sweep["gain"] - sweep["low"], sweep["high"] - sweep["gain"]],
-                fmt="o-", capsize=3)
+                fmt="o-", capsize=3, label="fused with simulated captions (95 % CI)")
     ax.axhline(0, color="0.4", linestyle="--", linewidth=1)
+    if no_information is not None:
+        ax.axhline(no_information[0], color="tab:orange", linestyle="--", linewidth=1.2,
+                   label=f"no information: {no_information[1]} ({no_information[0]:+.3f})")
     if real_vote_accuracy is not None:
-        ax.axvline(real_vote_accuracy, color="tab:red", linestyle=":", linewidth=1.2,
+        ax.axvline(real_vote_accuracy, color="tab:red", linestyle=":", linewidth=1.8,
                    label=f"the study's captioner ({real_vote_accuracy:.2f})")
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("caption vote accuracy on test (simulated captions)")
     ax.set_ylabel("macro F1 gain over CNN-only")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.03, 1.03)         # a line at 0 or 1 stays visible, the end ticks unclipped
+    ax.figure.tight_layout()
     return ax
 
 

@@ -216,6 +216,13 @@ def _paragraphs(*parts: str) -> str:
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+def never_recognised(predictions: pd.DataFrame) -> list[int]:
+    """The classes present among a run's test labels of which it gets no test image right (recall
+    and F1 0), in class order."""
+    true, predicted = predictions["true"].to_numpy(), predictions["predicted"].to_numpy()
+    return [int(c) for c in sorted(set(true.tolist())) if not ((true == c) & (predicted == c)).any()]
+
+
 def interpretation(records: dict[str, dict]) -> str:
     """What the test numbers of a page's run(s) say, as Markdown: each run's macro F1 and accuracy
     with their 95 % intervals on its test images, beside always predicting the most frequent test
@@ -233,6 +240,11 @@ def interpretation(records: dict[str, dict]) -> str:
             label, base = always_predicting(rec["predictions"]["true"])
             text += (f"; always predicting {EMOTIONS[label]} would score macro F1 {base['macro_f1']:.3f} "
                      f"and accuracy {base['accuracy']:.3f}")
+            missed = never_recognised(rec["predictions"])
+            if missed and len(missed) < len(EMOTIONS) - 1:      # one class only: the failure notes say it
+                text += (f". It recognises none of the test images of {' or '.join(EMOTIONS[c] for c in missed)} "
+                         f"({len(missed)} of {len(EMOTIONS)} classes at F1 0 in the macro average): it has not "
+                         f"learned {'that class' if len(missed) == 1 else 'those classes'} in this budget")
         if "best_epoch" in m and settings.get("restore_best") is False:
             text += (f". It kept its last epoch's weights (epoch {m['kept_epoch']}, validation macro F1 "
                      f"{m['val_macro_f1']:.3f}), as the original did; epoch {m['best_epoch']} was best on "
@@ -323,9 +335,17 @@ def reproduction_interpretation(protocols: dict) -> str:
             text += (f"; {corr[('mean', 'macro_f1')]:.3f} and {corr[('mean', 'accuracy')]:.3f} under the corrected "
                      f"one ({'+' if gap >= 0 else '−'}{abs(gap):.3f} macro F1 for the corrected protocol)")
         lines.append(f"- {text}.")
+    only = ""
+    if "corrected" in summaries:
+        missing = [m for m in summaries["corrected"].index if m not in summaries["original"].index]
+        if missing:
+            only = (f"\n\n{', '.join(_model(m) for m in missing)} {'was' if len(missing) == 1 else 'were'} not "
+                    "trained the original's way in this run of the study (the manifest's profile leaves "
+                    f"{'it' if len(missing) == 1 else 'them'} out for time; the `full` profile trains every "
+                    "model both ways).")
     return ("**Faithful reproduction.** The same models trained the original's way (half the data, 10 % of "
             "it for validation, every training image mirrored, early stopping on validation accuracy, "
-            "the last epoch's weights kept) and the corrected way:\n\n" + "\n".join(lines) +
+            "the last epoch's weights kept) and the corrected way:\n\n" + "\n".join(lines) + only +
             "\n\nThe two protocols are scored on different test sets (half of the test split against all of "
             "it), so the difference is not a paired test; read it beside each run's interval in the table "
             "above. It bundles every flaw of the protocol together: half the training data, a smaller "

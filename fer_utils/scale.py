@@ -301,7 +301,7 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
     from fer_utils.data.fingerprint import image_hashes
     from fer_utils.vlm.base import face_images
     from fer_utils.vlm.pipeline import (CAPTION_FORMAT, CAPTION_NAMESPACE, CaptionResult, Throughput,
-                                        cached_captions, caption_index, caption_keys)
+                                        cached_caption_entries, caption_index, caption_keys, hit_costs)
 
     require_ray()
     if index.empty:
@@ -312,12 +312,12 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
         return caption_index(index, captioner, prompt, settings, root, postprocess=postprocess)
     cache = Cache(root, CAPTION_NAMESPACE, CAPTION_FORMAT)
     keys = caption_keys(cache, face_images(index, image_hashes(index)), captioner, prompt, settings)
-    found = cached_captions(cache, keys)
+    entries = cached_caption_entries(cache, keys)
     todo: dict[str, int] = {}
-    for i, (key, caption) in enumerate(zip(keys, found)):
+    for i, (key, (caption, _)) in enumerate(zip(keys, entries)):
         if caption is None:
             todo.setdefault(key, i)
-    hits = len({key for key, caption in zip(keys, found) if caption is not None})
+    hits, timed, timed_seconds = hit_costs(keys, entries)
     computed, seconds = 0, 0.0
     if todo:
         rows = index.iloc[list(todo.values())]
@@ -332,7 +332,8 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
     if result.throughput.computed:
         raise RuntimeError(f"after the Ray run {result.throughput.computed} captions were still missing from "
                            f"{root}: the actors wrote other entries than this process reads (another model?)")
-    return CaptionResult(result.table, Throughput(len(index), hits, computed, seconds, len(set(keys))))
+    return CaptionResult(result.table, Throughput(len(index), hits, computed, seconds, len(set(keys)), timed,
+                                                  timed_seconds))
 
 
 def embed_texts_ray(texts: Sequence[str], spec: EncoderSpec, cache_dir: str | os.PathLike, *,

@@ -106,6 +106,7 @@ def caption_findings(runs_root: str | Path) -> str:
     """One paragraph on the prompt-ablation runs (empty when there are none): which captioner wrote
     the captions, and what the text-only probe and the VLM vote recovered."""
     from .compare import load_records
+    from .vlm.report import costed
 
     try:
         _, records = load_records(runs_root, PROMPTS)
@@ -120,7 +121,7 @@ def caption_findings(runs_root: str | Path) -> str:
         meaningless = all(r["metrics"]["captioner"].get("meaningful") is False for r in real.values())
         parts.append(f"**Captions.** {len(real)} prompt(s) captioned every face with {', '.join(names)}"
                      + (" (random weights: captions without meaning, so the prompt comparison shows only that "
-                        "the path runs and what it costs)" if meaningless else "")
+                        "the path runs" + (" and what it costs)" if costed(real, real) else ")") if meaningless else "")
                      + f"; a text-only linear probe on their embeddings scores test macro F1 {probes[0]:.3f}"
                      + (f" to {probes[-1]:.3f}" if len(probes) > 1 else "") + ".")
     for name, rec in simulated.items():

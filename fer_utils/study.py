@@ -65,6 +65,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -418,6 +419,9 @@ def plan(manifest: dict, profile: str = "default", data_path: str | Path | None 
     return planned
 
 
+QUIET_HUB = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
 def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = None,
             log_output: bool = False, fingerprint: str | None = None) -> float:
     """Execute one planned run with papermill in ``cwd`` (None: the project folder); returns
@@ -428,6 +432,11 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
     run.output.parent.mkdir(parents=True, exist_ok=True)
     cwd = Path(cwd or project_paths().root).resolve()
     start = time.perf_counter()
+    # The kernel inherits this process's environment: with Hugging Face's progress bars off, loading a
+    # model (transformers' "Loading weights") draws no Jupyter widget, whose page in the book would
+    # load require.js and the widget manager from a CDN to show an empty bar.
+    saved = os.environ.get(QUIET_HUB)
+    os.environ[QUIET_HUB] = "1"
     try:
         pm.execute_notebook(str(run.source), str(run.output), parameters=_relative_paths(run.params, cwd),
                             kernel_name=kernel, cwd=str(cwd), log_output=log_output, progress_bar=False)
@@ -435,6 +444,11 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
         raise StudyRunError(f"{run.source.name} (run {run.name!r}) failed in cell {exc.exec_count}: "
                             f"{exc.ename}: {exc.evalue}. The executed notebook with the full "
                             f"traceback is {run.output}") from None
+    finally:
+        if saved is None:
+            os.environ.pop(QUIET_HUB, None)
+        else:
+            os.environ[QUIET_HUB] = saved
     seconds = time.perf_counter() - start
     _finish_notebook(run.output, None if run.name == "default" else run.name,
                      None if fingerprint is None else freshness.new_stamp(fingerprint, seconds))

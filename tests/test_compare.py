@@ -235,3 +235,4 @@ def test_the_original_protocol_is_split_off_and_set_beside_the_reported_numbers(
     text = report.reproduction_interpretation(protocols)
     gap = recs["densenet121"]["metrics"]["macro_f1"] - recs["densenet121-original"]["metrics"]["macro_f1"]
     assert f"{abs(gap):.3f} macro F1 for the corrected protocol" in text and "different test sets" in text
+    assert "ResNet18 was not trained the original's way in this run of the study" in text

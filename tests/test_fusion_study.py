@@ -162,3 +162,50 @@ def test_the_frozen_backbone_variant_needs_pretrained_weights_and_says_which(con
     cfg = FusionConfig(frozen_backbone="resnet18", cache_dir=str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFoundError, match="resnet18-"):
         frozen_features(cfg, constructed)
+
+
+def comparison(variant, head, gain, low, high, p_holm, **extra):
+    return {"variant": variant, "head": head, "reference": extra.pop("reference", head), "seeds": 5,
+            "val_macro_f1": 0.7, "macro_f1": 0.7 + gain, "cnn_macro_f1": 0.7, "gain": gain, "gain_low": low,
+            "gain_high": high, "p_bootstrap": p_holm, "p_holm": p_holm, "gain_weighted_f1": gain,
+            "p_mcnemar": 0.5, "classes_predicted": 7, "same_predictions": False, **extra}
+
+
+def test_the_conclusion_measures_caption_gains_against_what_captions_without_information_give():
+    rows = [comparison("main", "mlp1", 0.006, -0.01, 0.02, 1.0),
+            comparison("main", "mlp2", -0.626, -0.65, -0.60, 0.004, classes_predicted=1),
+            comparison("late", "late_text", 0.0, 0.0, 0.0, 1.0, reference="mlp1", same_predictions=True),
+            comparison("control:shuffled", "mlp1", 0.013, 0.001, 0.025, 0.076),
+            comparison("control:constant", "mlp1", 0.006, -0.005, 0.017, 0.268),
+            comparison("sweep:p=0.143", "mlp1", 0.021, 0.005, 0.040, 0.018),
+            comparison("sweep:p=0.3", "mlp1", 0.021, 0.008, 0.034, 0.005),
+            comparison("sweep:p=0.5", "mlp1", 0.053, 0.029, 0.078, 0.005)]
+    metrics = {"comparisons": rows, "best_head": "mlp1", "controls_and_sweep_head": "mlp1",
+               "sweep": [{"p": p, "vote_accuracy": a} for p, a in ((0.143, 0.147), (0.3, 0.275), (0.5, 0.469))]}
+    assert fusion_report.no_information_gain(metrics) == (pytest.approx(0.021), "simulated captions at chance, p = 1/7")
+    text = fusion_report.conclusion(metrics)
+    # chance-level captions "pay" against zero; the page measures the sweep against that floor instead
+    assert "captions that carry no information already give +0.021" in text
+    assert "from a vote accuracy of about 0.47 (p = 0.5: +0.053 [+0.029, +0.078])" in text
+    assert "pays from a vote accuracy of about 0.15" not in text
+    # a control whose interval excludes zero is named, though Holm's p keeps it from being significant
+    assert "the interval of the shuffled captions (Holm-adjusted p 0.076) excludes zero" in text
+    assert "late_text predict exactly what the CNN-only head predicts" in text
+    assert "mlp2 predicted one class only" in text
+    assert "mlp2 [one class only]" in fusion_report.gains_table(metrics, "main").index
+    # without the chance point, the shuffled control is the floor
+    metrics["sweep"] = metrics["sweep"][1:]
+    assert fusion_report.no_information_gain(metrics) == (pytest.approx(0.013), "shuffled captions")
+    assert "No caption accuracy tried adds clearly more" not in fusion_report.sweep_text(metrics)
+
+
+def test_the_leakage_text_says_when_a_head_collapsed():
+    rows = [comparison("leakage:leaky/study captions", "mlp1", 0.003, -0.025, 0.030, 0.856),
+            comparison("leakage:cross-fitted/study captions", "mlp1", -0.139, -0.165, -0.108, 0.004,
+                       classes_predicted=1)]
+    cnn = {"leaky": {"train accuracy": 0.52, "test accuracy": 0.35},
+           "cross-fitted": {"train accuracy": 0.369, "test accuracy": 0.377}}
+    text = fusion_report.leakage_text({"comparisons": rows, "leakage": {"cnn": cnn}})
+    assert "That gap (17 points)" in text
+    assert "the fused head on cross-fitted CNN inputs with study captions predicts one class only" in text
+    assert "on leaky CNN inputs with study captions predicts one class" not in text

@@ -138,6 +138,20 @@ def test_interpretation_names_a_collapsed_model(tmp_path):
     assert "The class fear has only 3 test images" in text
 
 
+def test_interpretation_names_the_classes_a_model_never_gets_right(tmp_path):
+    y = _labels(fear=9)
+    pred = _noisy(y, 0.7)
+    fear, disgust, anger = (EMOTIONS.index(name) for name in ("fear", "disgust", "anger"))
+    pred[y == fear] = anger                   # every fear image called anger
+    pred[y == disgust] = fear                 # disgust predicted, but never rightly
+    text = report.interpretation({"vgg16": _run(tmp_path, "vgg16", y, pred)})
+    assert "It recognises none of the test images of fear or disgust (2 of 7 classes at F1 0" in text
+    pred[y == disgust] = disgust              # one class missed
+    text = report.interpretation({"vgg16": _run(tmp_path / "b", "vgg16", y, pred)})
+    assert "none of the test images of fear (1 of 7 classes" in text and "learned that class" in text
+    assert "recognises none" not in report.interpretation({"vgg16": _run(tmp_path / "c", "vgg16", y, y)})
+
+
 @pytest.fixture
 def three_models(tmp_path):
     y = _labels(fear=12)

@@ -383,6 +383,10 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.get("output_type") == "error"]
         assert not errors
+        # no Jupyter widget (a progress bar) in a page: the book would load require.js from a CDN for it
+        assert "widgets" not in nb.metadata, run.output
+        assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                    if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], run.output
         record = runs.load_run(run.params["run_dir"])
         assert record["params"]["notebook"] == run.notebook
         if "data_path" in record["params"]:

@@ -59,6 +59,27 @@ def test_captions_are_cached_per_image_and_keyed_by_prompt_and_settings(index, t
     assert len(entries) == 36
 
 
+def test_a_cached_caption_keeps_what_it_cost_so_a_warm_run_still_reports_a_rate(index, tiny, tmp_path):
+    rows = index.iloc[:8]
+    first = caption_index(rows, tiny, PROMPTS["original"], SETTINGS, tmp_path)
+    assert first.throughput.per_second > 0 and first.throughput.hits_timed == 0
+    entries = sorted((tmp_path / CAPTION_NAMESPACE).rglob("*.json"))
+    costs = [json.loads(path.read_text())["seconds"] for path in entries]
+    assert len(costs) == 8 and all(c > 0 for c in costs)
+    assert sum(costs) == pytest.approx(first.throughput.seconds)     # the batch's time, shared out
+    warm = caption_index(rows, tiny, PROMPTS["original"], SETTINGS, tmp_path).throughput
+    assert warm.computed == 0 and warm.per_second is None and warm.hits_timed == 8
+    assert warm.per_second_when_made == pytest.approx(first.throughput.per_second)
+    assert "images/s when the cached ones were made" in warm.summary()
+    for path in entries[:3]:            # entries of an older version: no time, or a broken one
+        entry = json.loads(path.read_text())
+        entry["seconds"] = "soon" if path == entries[0] else None
+        path.write_text(json.dumps(entry))
+    older = caption_index(rows, tiny, PROMPTS["original"], SETTINGS, tmp_path).throughput
+    assert older.cache_hits == 8 and older.hits_timed == 5
+    assert older.per_second_when_made == pytest.approx(5 / sum(costs[3:]))
+
+
 def test_shards_add_up_to_the_whole_run(index, tiny, tmp_path):
     rows = index.iloc[:10]
     parts = [shard(rows, f"{i}/3") for i in (1, 2, 3)]

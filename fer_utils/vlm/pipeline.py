@@ -46,22 +46,35 @@ class Throughput:
     computed: int         # distinct items computed
     seconds: float        # time spent computing (cache reads excluded)
     distinct: int | None = None   # distinct items among the rows (None: every row counted apart)
+    hits_timed: int = 0           # cache hits whose entry recorded what computing it cost
+    hits_seconds: float = 0.0     # that cost, summed (measured when the entries were made)
 
     @property
     def per_second(self) -> float | None:
         """Items computed per second, or None when nothing was computed."""
         return self.computed / self.seconds if self.computed and self.seconds > 0 else None
 
+    @property
+    def per_second_when_made(self) -> float | None:
+        """Items per second over everything this step needed, as measured when each item was
+        computed: this run's computing plus what the timed cache hits cost when they were made
+        (perhaps on another machine); None when nothing carries a time."""
+        count, seconds = self.computed + self.hits_timed, self.seconds + self.hits_seconds
+        return count / seconds if count and seconds > 0 else None
+
     def summary(self, what: str = "images") -> str:
-        rate = self.per_second
-        speed = f", {rate:,.1f} {what}/s" if rate is not None else ""
+        rate, made = self.per_second, self.per_second_when_made
+        speed = (f", {rate:,.1f} {what}/s" if rate is not None else
+                 f" ({made:,.1f} {what}/s when the cached ones were made)" if made is not None else "")
         distinct = f" ({self.distinct:,} distinct)" if self.distinct is not None else ""
         return (f"{self.items:,} {what}{distinct}: {self.cache_hits:,} from the cache, "
                 f"{self.computed:,} computed in {self.seconds:.1f} s{speed}")
 
     def to_dict(self) -> dict:
         return {"items": self.items, "distinct": self.distinct, "cache_hits": self.cache_hits,
-                "computed": self.computed, "seconds": self.seconds, "per_second": self.per_second}
+                "computed": self.computed, "seconds": self.seconds, "per_second": self.per_second,
+                "hits_timed": self.hits_timed, "hits_seconds": self.hits_seconds,
+                "per_second_when_made": self.per_second_when_made}
 
 
 @dataclass
@@ -103,8 +116,29 @@ def caption_keys(cache: Cache, images: Sequence[FaceImage], captioner: Captioner
 
 def cached_captions(cache: Cache, keys: Sequence[str]) -> list[str | None]:
     """The cached raw caption of each key, None where the entry is absent or unreadable."""
-    return [entry.get("caption") if isinstance(entry, dict) and isinstance(entry.get("caption"), str) else None
-            for entry in cache.get_many(list(keys), "json")]
+    return [caption for caption, _ in cached_caption_entries(cache, keys)]
+
+
+def cached_caption_entries(cache: Cache, keys: Sequence[str]) -> list[tuple[str | None, float | None]]:
+    """``(raw caption, seconds it cost when made)`` of each key: ``(None, None)`` where the entry
+    is absent or unreadable, seconds None where the entry has no usable time (older entries)."""
+    out = []
+    for entry in cache.get_many(list(keys), "json"):
+        if not (isinstance(entry, dict) and isinstance(entry.get("caption"), str)):
+            out.append((None, None))
+            continue
+        cost = entry.get("seconds")
+        valid = isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 < cost < float("inf")
+        out.append((entry["caption"], float(cost) if valid else None))
+    return out
+
+
+def hit_costs(keys: Sequence[str], entries: Sequence[tuple[str | None, float | None]]) -> tuple[int, int, float]:
+    """``(distinct keys the cache held, how many of them carry their cost, that cost summed)`` of
+    :func:`cached_caption_entries`' answer for ``keys``."""
+    held = {key: cost for key, (caption, cost) in zip(keys, entries) if caption is not None}
+    timed = [cost for cost in held.values() if cost is not None]
+    return len(held), len(timed), float(sum(timed))
 
 
 def embedding_key_parts(text: str, identity: dict) -> dict:
@@ -133,7 +167,8 @@ def caption_index(index: pd.DataFrame, captioner: Captioner, prompt: str, settin
         captioner.prepare(images)
     cache = Cache(cache_dir if cached else None, CAPTION_NAMESPACE, CAPTION_FORMAT)
     keys = caption_keys(cache, images, captioner, prompt, settings) if cache.enabled else []
-    found = cached_captions(cache, keys) if cache.enabled else [None] * len(images)
+    entries = cached_caption_entries(cache, keys) if cache.enabled else [(None, None)] * len(images)
+    found = [caption for caption, _ in entries]
     todo: dict[str, int] = {}   # key (or id, uncached) -> first row needing it
     for i, (image, caption) in enumerate(zip(images, found)):
         if caption is None:
@@ -146,22 +181,23 @@ def caption_index(index: pd.DataFrame, captioner: Captioner, prompt: str, settin
         for part in _chunks(pending, settings.batch_size * chunk_batches):
             start = time.perf_counter()
             texts = captioner.caption([images[i] for _, i in part], prompt, settings)
-            seconds += time.perf_counter() - start
+            spent = time.perf_counter() - start
+            seconds += spent
             if len(texts) != len(part):
                 raise RuntimeError(f"captioner {captioner.name} returned {len(texts)} captions for {len(part)} images")
             for (key, _), text in zip(part, texts):
                 computed[key] = text
-                if cache.enabled:
-                    cache.put_json(key, {"caption": text})
+                if cache.enabled:   # with its share of the batch's time, so a later run can say what it cost
+                    cache.put_json(key, {"caption": text, "seconds": spent / len(part)})
             bar.update(len(part))
         bar.close()
     raw = []
     for i, caption in enumerate(found):
         raw.append(caption if caption is not None else computed[keys[i] if cache.enabled else f"row{i}"])
     table = caption_table([image.id for image in images], raw, postprocess=postprocess)
-    hits = len({key for key, caption in zip(keys, found) if caption is not None}) if cache.enabled else 0
+    hits, timed, timed_seconds = hit_costs(keys, entries) if cache.enabled else (0, 0, 0.0)
     distinct = len(set(keys)) if cache.enabled else None
-    return CaptionResult(table, Throughput(len(images), hits, len(todo), seconds, distinct))
+    return CaptionResult(table, Throughput(len(images), hits, len(todo), seconds, distinct, timed, timed_seconds))
 
 
 def embed_texts(texts: Sequence[str], encoder: TextEncoder, cache_dir: str | os.PathLike | None = None, *,
@@ -212,10 +248,10 @@ def cached_vectors(items: Sequence, key_parts, compute, dim: int, cache: Cache, 
 
 
 def _progress(total: int, what: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a notebook widget would need JavaScript from a CDN in the book
     return tqdm(total=total, desc=what, unit="item", disable=not enabled, leave=False)
 
 
 __all__ = ["CAPTION_FORMAT", "CAPTION_NAMESPACE", "EMBEDDING_FORMAT", "EMBEDDING_NAMESPACE", "CaptionResult",
-           "FaceImage", "Throughput", "cached_captions", "cached_vectors", "caption_index", "caption_keys",
+           "FaceImage", "Throughput", "cached_caption_entries", "cached_captions", "cached_vectors", "caption_index", "caption_keys", "hit_costs",
            "embed_texts", "embedding_key_parts", "shard", "valid_vector"]

@@ -36,9 +36,9 @@ def captioner_notice(metrics: Mapping) -> str:
                 "the same transformers classes as the real model, because no pretrained captioner can be "
                 "downloaded where this book was built. It runs the real path (processor, batched generation, "
                 "cache, post-processing, text encoder, probe), but its sentences describe nothing: at most "
-                "they are a random function of the pixels. Every number on this page is what such text scores, "
-                "a floor, not a finding about prompts. `fer study run --profile full` with BLIP-2's weights in the Hugging Face cache "
-                "replaces it.\n```\n")
+                "they are a random function of the pixels. Every number on this page that rests on these captions "
+                "is what such text scores, a floor, not a finding about prompts or captions. `fer study run "
+                "--profile full` with BLIP-2's weights in the Hugging Face cache replaces it.\n```\n")
     if kind == "simulated":
         return ("```{admonition} Simulated captions: an experimental control, not a model\n:class: warning\n"
                 f"Each caption names the face's true emotion with probability p = {identity.get('accuracy')} "
@@ -56,13 +56,15 @@ def captioner_notice(metrics: Mapping) -> str:
 def run_settings(params: Mapping, metrics: Mapping) -> str:
     """What a run used, as a Markdown list: captioner, prompt (its text), generation settings,
     post-processing, text encoder, probe."""
+    simulated = _kind(metrics["captioner"]) == "simulated"
+    ignored = " (ignored by the simulated captioner)" if simulated else ""
     rows = {
         "captioner": metrics["captioner"]["name"],
-        "prompt": f"{metrics['prompt']['name']}: `{metrics['prompt']['text']}`",
+        "prompt": f"{metrics['prompt']['name']}: `{metrics['prompt']['text']}`{ignored}",
         "generation": (f"max_new_tokens {params.get('max_new_tokens')}, min_new_tokens {params.get('min_new_tokens')}, "
                        f"num_beams {params.get('num_beams')}, repetition_penalty {params.get('repetition_penalty')}, "
                        f"no_repeat_ngram_size {params.get('no_repeat_ngram_size')}, batch "
-                       f"{params.get('caption_batch_size')}, dtype {params.get('dtype')}"),
+                       f"{params.get('caption_batch_size')}, dtype {params.get('dtype')}{ignored}"),
         "post-processing": "normalise, drop repeated phrases" if params.get("postprocess") else "none (raw captions)",
         "text encoder": f"{metrics['encoder']['name']} ({metrics['encoder']['dim']}-d)",
         "probe": (f"logistic regression on L2-normalised embeddings, C chosen on validation from "
@@ -113,8 +115,7 @@ def prompt_table(records: Mapping[str, Mapping], digits: int = 3) -> pd.DataFram
     rows = []
     for name, rec in records.items():
         m = rec["metrics"]
-        # a look-up (precomputed) or a draw (simulated) has no speed worth a column
-        speed = m["throughput"]["captions"].get("per_second") if m["captioner"].get("cached", True) else None
+        speed = caption_rate(m)   # a look-up (precomputed) or a draw (simulated) has none
         rows.append({
             "run": name, "captioner": m["captioner"]["name"], "prompt": m["prompt"]["name"],
             "emotion word": m["captions"]["share_emotion_word"], "repetition": m["captions"]["share_repetition"],
@@ -167,6 +168,20 @@ def prompt_interpretation(record: Mapping) -> str:
     return text + "\n"
 
 
+def caption_rate(metrics: Mapping) -> float | None:
+    """A run's captions per second: this run's, else as measured when its cached captions were
+    made; None for a captioner that reads a file or a label, or when nothing recorded a time."""
+    if not metrics["captioner"].get("cached", True):
+        return None
+    made = metrics["throughput"]["captions"]
+    return made.get("per_second") or made.get("per_second_when_made")
+
+
+def costed(records: Mapping[str, Mapping], names) -> bool:
+    """Whether every run of ``names`` has a caption rate (:func:`caption_rate`)."""
+    return all(caption_rate(records[name]["metrics"]) is not None for name in names)
+
+
 def comparison_interpretation(records: Mapping[str, Mapping]) -> str:
     """What the prompt comparison can and cannot show, given the captioners its runs used (Markdown)."""
     kinds = {name: _kind(rec["metrics"]["captioner"]) for name, rec in records.items()}
@@ -180,8 +195,10 @@ def comparison_interpretation(records: Mapping[str, Mapping]) -> str:
                      f"probe's validation macro F1 ranges from {vals[0]:.3f} to {vals[-1]:.3f} over the prompts (test "
                      f"{probes[0]:.3f} to {probes[-1]:.3f}): what a random captioner's text lets a linear model pick up "
                      "from the pixels it was conditioned on, not a property of the prompt, so no prompt is chosen "
-                     "here. What the comparison does show is that every prompt runs end to end and what each costs. "
-                     "Which prompt helps needs the real BLIP-2 (the full profile).")
+                     "here. What the comparison does show is that every prompt runs end to end"
+                     + (" and what each costs (captions/s)" if costed(records, prompts) else
+                        "; its captions came from the cache without a recorded cost, so it shows no speed")
+                     + ". Which prompt helps needs the real BLIP-2 (the full profile).")
     elif prompts:
         best = max(prompts, key=lambda n: records[n]["metrics"]["val_macro_f1"])
         m = records[best]["metrics"]
@@ -196,5 +213,5 @@ def comparison_interpretation(records: Mapping[str, Mapping]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-__all__ = ["CAPTION_COLUMNS", "SCORE_COLUMNS", "captioner_notice", "comparison_interpretation", "prompt_interpretation", "probe_ci", "prompt_table", "prompt_texts", "run_settings",
+__all__ = ["CAPTION_COLUMNS", "SCORE_COLUMNS", "caption_rate", "captioner_notice", "costed", "comparison_interpretation", "prompt_interpretation", "probe_ci", "prompt_table", "prompt_texts", "run_settings",
            "split_table"]

@@ -163,8 +163,9 @@ def raised_classes_note(root: str | os.PathLike) -> str:
     if not lines:
         return ""
     return (f"**Class proportions differ from RAF-DB's.** This synthetic set is {scale:g} of RAF-DB's size "
-            f"with at least {minimum} images of every class in each split, so that every class has enough "
-            "test images to compare models on; these classes were raised to that minimum:\n\n"
+            f"with at least {minimum} images of every class in each of RAF-DB's two splits (train and test), so "
+            "that every class has enough test images to compare models on; these classes were raised to that "
+            "minimum (the study's validation split is then carved out of train, so it can hold fewer):\n\n"
             + "\n".join(lines) + "\n")
 
 
