@@ -14,7 +14,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from fer_utils.data.index import upright
 
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 """Accepted formats (as Pillow names them) and the extension each is stored with."""
@@ -68,7 +70,7 @@ def read_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> C
                 raise UploadError(_n("%(name)s is %(width)d × %(height)d pixels, more than the %(limit)s allowed"),
                                   name=name, width=width, height=height, limit=f"{max_pixels:,}")
             image.load()
-            image = ImageOps.exif_transpose(image)
+            image = upright(image)
             rgb = _to_rgb(image)
     except UploadError:
         raise

@@ -275,6 +275,22 @@ def test_deep_and_transparent_images_predict_like_their_8_bit_versions(bundle, t
         np.testing.assert_array_equal(row, proba[3])
 
 
+def test_a_photo_stored_sideways_is_predicted_upright_as_its_exif_says(bundle, tmp_path):
+    """A phone photo's pixels may be stored turned, with an EXIF orientation saying how to stand them
+    up (as every viewer and the web site's uploads do): `fer predict` must see the upright face."""
+    rng = np.random.default_rng(5)
+    face = Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    face.save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6                      # "turn 90° clockwise to view"
+    face.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif)
+    face.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways_untagged.png")
+    proba = Predictor.from_bundle(bundle).predict([tmp_path / "upright.png", tmp_path / "sideways.png",
+                                                   tmp_path / "sideways_untagged.png"])
+    np.testing.assert_array_equal(proba[0], proba[1])
+    assert not np.array_equal(proba[0], proba[2])          # without the tag it is another picture
+
+
 def test_tiny_images_are_predicted_with_a_warning(bundle, tmp_path):
     dot = tmp_path / "dot.png"
     Image.new("RGB", (1, 1), (9, 9, 9)).save(dot)

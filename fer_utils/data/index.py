@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fer_utils.errors import DataError
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
@@ -207,6 +207,18 @@ def warn_if_tiny(image: Image.Image, name: str) -> None:
                       "the prediction says little", UserWarning, stacklevel=2)
 
 
+ORIENTATION = 0x0112
+"""The EXIF tag saying how a camera's pixels must be turned to stand upright."""
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone photo stored sideways stands up), as
+    every viewer shows it and as the web site's uploads are; unchanged when it has no such tag."""
+    if image.getexif().get(ORIENTATION, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def load_rgb(path: str | None, pixels: np.ndarray | None, draft_size: int | None = None) -> Image.Image:
     """An RGB image (see :func:`to_rgb`) from in-memory ``pixels`` (fast path) or else from the file ``path``."""
     if isinstance(pixels, np.ndarray):
@@ -218,7 +230,7 @@ def load_rgb(path: str | None, pixels: np.ndarray | None, draft_size: int | None
             if draft_size is not None:
                 image.draft("RGB", (draft_size, draft_size))  # JPEG only: decode at a reduced scale
             image.load()  # decoding errors are the file's; to_rgb's are about its mode
-            return to_rgb(image, path)
+            return to_rgb(upright(image), path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file missing") from None
     except DataError:
