@@ -53,8 +53,8 @@ two cells of every grid; a grid parameter is set by no run, no profile override 
 ``<out>/<notebook>/<run>.ipynb``; run records in ``<runs>/<notebook>/<run>/``. Default folders come
 from :func:`fer_utils.paths.project_paths`, except that a profile listed in ``requires_data`` (the
 real study) never defaults to the synthetic data: a plan of it that reads a data set needs one
-given. :func:`run_study` also checks the layout of the data set before the first notebook runs
-(:func:`check_data`), so that bad input writes nothing.
+given. :func:`run_study` also checks the data set (layout, labels, every image) before the first
+notebook runs (:func:`check_data`), so that bad input writes nothing.
 
 Warm re-runs: every executed notebook is stamped with a fingerprint of its notebook, parameters,
 the code, its data set and the stamps of the notebooks it ``needs``; a run whose stamp still
@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import re
@@ -79,7 +80,7 @@ import yaml
 from . import freshness
 from .cache import write_if_changed
 from .config import config_for
-from .errors import ConfigError, FERError
+from .errors import ConfigError, DataError, FERError
 from .options import display_name
 from .paths import BOOK_OUT, MANIFEST, project_paths
 
@@ -431,6 +432,9 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
 
     run.output.parent.mkdir(parents=True, exist_ok=True)
     cwd = Path(cwd or project_paths().root).resolve()
+    # papermill writes as it goes: into a hidden file beside the page (the book ignores it), which
+    # replaces the page only when every cell ran, so that a failed run never overwrites a good page
+    running, failed = (run.output.with_name(f".{run.output.stem}.{what}.ipynb") for what in ("running", "failed"))
     start = time.perf_counter()
     # The kernel inherits this process's environment: with Hugging Face's progress bars off, loading a
     # model (transformers' "Loading weights") draws no Jupyter widget, whose page in the book would
@@ -438,20 +442,27 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
     saved = os.environ.get(QUIET_HUB)
     os.environ[QUIET_HUB] = "1"
     try:
-        pm.execute_notebook(str(run.source), str(run.output), parameters=_relative_paths(run.params, cwd),
+        pm.execute_notebook(str(run.source), str(running), parameters=_relative_paths(run.params, cwd),
                             kernel_name=kernel, cwd=str(cwd), log_output=log_output, progress_bar=False)
     except pm.PapermillExecutionError as exc:
+        os.replace(running, failed)
+        kept = f"; the page from its last good run is unchanged ({run.output})" if run.output.exists() else ""
         raise StudyRunError(f"{run.source.name} (run {run.name!r}) failed in cell {exc.exec_count}: "
                             f"{exc.ename}: {exc.evalue}. The executed notebook with the full "
-                            f"traceback is {run.output}") from None
+                            f"traceback is {failed}{kept}") from None
+    except BaseException:
+        running.unlink(missing_ok=True)     # interrupted or papermill itself failed: no half page
+        raise
     finally:
         if saved is None:
             os.environ.pop(QUIET_HUB, None)
         else:
             os.environ[QUIET_HUB] = saved
     seconds = time.perf_counter() - start
-    _finish_notebook(run.output, None if run.name == "default" else run.name,
+    _finish_notebook(running, None if run.name == "default" else run.name,
                      None if fingerprint is None else freshness.new_stamp(fingerprint, seconds))
+    os.replace(running, run.output)
+    failed.unlink(missing_ok=True)          # an earlier failure's traceback is out of date now
     return seconds
 
 
@@ -513,17 +524,48 @@ def data_sets(runs: Iterable[PlannedRun]) -> list[Path]:
     return list(dict.fromkeys(Path(run.params["data_path"]) for run in runs if "data_path" in run.params))
 
 
-def check_data(runs: Iterable[PlannedRun]) -> None:
-    """Check that every data set the runs read (:func:`data_sets`) has a recognised layout.
+def check_data(runs: Iterable[PlannedRun], data_fingerprints: dict[Path, str] | None = None) -> None:
+    """Check every data set the runs read (:func:`data_sets`) as ``fer data check`` does, before any
+    notebook runs: a wrong ``--data`` or a damaged data set is reported with all its problems (up
+    to 20 of each kind, each naming its file and line), rather than as the first one in a failed
+    page. Raises :class:`~fer_utils.errors.DataError`.
 
-    Raises :class:`~fer_utils.errors.DataError` describing the accepted layouts
-    (:func:`fer_utils.data.detect_format`), so that a wrong ``--data`` is reported before any
-    notebook runs rather than as a failed page of the book. Reads the folder only.
+    The layout is checked every time (it reads the folder only). The content (labels, every image
+    decoded) is checked once per content: a data set whose fingerprint
+    (:func:`fer_utils.freshness.tree_fingerprint`) passed before is not decoded again, so an
+    unchanged re-run stays cheap. ``data_fingerprints`` memoises the fingerprints over one study.
     """
-    from .data import detect_format  # torch and pandas: only when a study runs
+    from .data import check_dataset, detect_format  # torch and pandas: only when a study runs
 
+    runs = list(runs)
+    memo = data_fingerprints if data_fingerprints is not None else {}
     for path in data_sets(runs):
         detect_format(path)
+        params = next(run.params for run in runs if Path(run.params.get("data_path", "")) == path)
+        cache = Path(params.get("cache_dir") or project_paths().cache) / "study"
+        if path not in memo:
+            memo[path] = freshness.tree_fingerprint(path, cache / "data-fingerprints.json")
+        passed = cache / "data-checked.json"
+        known = _read_json_dict(passed)
+        if memo[path] in known:
+            continue
+        fmt = params.get("data_format", "auto")
+        report = check_dataset(path, fmt=fmt, variant=params.get("variant", "aligned"))
+        if not report.ok:
+            raise DataError(f"the data set {path} has problems; no notebook was run:\n"
+                            f"{report.format(max_messages=20)}\n(`fer data check {path}` lists them all)")
+        known[memo[path]] = {"path": str(path), "images_checked": report.images_checked}
+        cache.mkdir(parents=True, exist_ok=True)
+        passed.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json_dict(path: Path) -> dict:
+    """A JSON object from ``path``; empty when the file is absent or not such an object (a cache)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def run_fingerprint(run: PlannedRun, data_fingerprints: dict[Path, str] | None = None,
@@ -552,11 +594,13 @@ def execute_study(runs: list[PlannedRun], echo=print, force: bool = False) -> li
     A run whose executed notebook carries the fingerprint it would have now (its notebook,
     parameters, the code, its data and what it reads are unchanged: :mod:`fer_utils.freshness`) and
     whose run record is there is skipped, unless ``force``. Nothing is written when the data check
-    fails; a failing notebook stops the study (:class:`StudyRunError`), leaving its executed copy
-    with the traceback (and no stamp, so it executes next time).
+    fails; a failing notebook stops the study (:class:`StudyRunError`), leaving the page of its last
+    good run as it was and its executed copy with the traceback in a hidden file beside it
+    (:func:`execute`); it executes again next time.
     """
-    check_data(runs)
-    done, data_fingerprints = [], {}
+    data_fingerprints: dict[Path, str] = {}
+    check_data(runs, data_fingerprints)
+    done = []
     for i, run in enumerate(runs, 1):
         start = time.perf_counter()
         fingerprint = run_fingerprint(run, data_fingerprints)

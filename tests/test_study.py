@@ -582,3 +582,57 @@ def test_data_fingerprints_follow_content_and_remember_untouched_trees(tmp_path)
     one = freshness.tree_fingerprint(csv, memo)
     csv.write_text("emotion,pixels,Usage\n1,1 2 3 4,Training\n")   # another size: the memo re-reads
     assert freshness.tree_fingerprint(csv, memo) != one
+
+
+def test_a_damaged_data_set_is_reported_whole_before_any_notebook_runs(tmp_path, monkeypatch, synthetic_rafdb):
+    """`fer study run` checks the content as `fer data check` does (every label, every image
+    decoded) and names every problem, before a notebook runs; a data set that passed is not
+    decoded again while its content stays the same."""
+    project = _project(tmp_path / "project")
+    monkeypatch.setenv(ENV_HOME, str(project))
+    for var in ENV_DIRS.values():
+        monkeypatch.delenv(var, raising=False)
+    damaged = shutil.copytree(synthetic_rafdb, tmp_path / "damaged")
+    labels = damaged / "basic" / "EmoLabel" / "list_patition_label.txt"
+    labels.write_text(labels.read_text() + "train_99999.jpg 9\n")
+    image = sorted((damaged / "basic" / "Image" / "aligned").glob("test_*.jpg"))[0]
+    image.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError) as error:
+        study.run_study("quick", data_path=damaged, echo=pytest.fail)
+    message = str(error.value)
+    assert "no notebook was run" in message and f"fer data check {damaged}" in message
+    assert "list_patition_label.txt" in message and image.name in message      # both problems, not the first
+    assert not (project / "book").exists() and not (project / "data" / "runs").exists()
+
+    planned = study.plan_study("quick", data_path=synthetic_rafdb, only=["01_data"])
+    study.check_data(planned)                                    # passes, and is remembered
+    import fer_utils.data as data_module
+    monkeypatch.setattr(data_module, "check_dataset", lambda *a, **k: pytest.fail("decoded again"))
+    study.check_data(planned)
+
+
+def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
+    """A run that fails leaves the page of its last good run as it was; its traceback goes to a
+    hidden file beside it (the book ignores it), which the next good run removes."""
+    source = tmp_path / "fails.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("fail = False", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("assert not fail, 'asked to fail'\nprint('all good')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, source)
+    output = tmp_path / "out" / "fails" / "default.ipynb"
+
+    def run(fail):
+        return study.PlannedRun("fails", "default", {"fail": fail}, source, output)
+
+    study.execute(run(False), cwd=tmp_path)
+    good = output.read_bytes()
+    with pytest.raises(study.StudyRunError, match=r"AssertionError: asked to fail(.|\n)*\.default\.failed\.ipynb"
+                                                  r"(.|\n)*page from its last good run is unchanged"):
+        study.execute(run(True), cwd=tmp_path)
+    assert output.read_bytes() == good
+    failed = output.with_name(".default.failed.ipynb")
+    assert "asked to fail" in failed.read_text()
+    assert not output.with_name(".default.running.ipynb").exists()
+    study.execute(run(False), cwd=tmp_path)
+    assert not failed.exists() and "all good" in output.read_text()
