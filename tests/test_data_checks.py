@@ -185,3 +185,80 @@ def test_file_sha256(tmp_path):
     assert [file_sha256(p) for p in paths] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     with pytest.raises(DataError, match="absent.jpg: cannot read file"):
         file_sha256(tmp_path / "absent.jpg")
+
+
+# --- audit fixes: rows never vanish, folders holding a CSV, per-line decoding, empty/folder images, counts
+
+def test_fer2013_stray_quote_is_reported_at_its_line_and_no_row_vanishes(tmp_path):
+    """A row ending in ``,"extra`` used to swallow the following lines into one field: the error
+    came many lines later (field limit) and the rows in between vanished without a word."""
+    rows = [(str(i % 7), "Training", pixel_text(i)) for i in range(30)]
+    rows[4] = ("0", 'Training,"extra', pixel_text())  # data row 5 is line 6
+    report = check_dataset(make_fer2013(tmp_path / "fer2013.csv", rows))
+    assert len(report.errors) == 1, report.errors
+    assert f"{tmp_path / 'fer2013.csv'}:6: an unclosed double quote" in report.errors[0]
+    assert "swallow" in report.errors[0]
+    assert report.counts["total"].sum() == 29  # every other row is read; line 6 is not counted
+
+
+def test_folder_holding_a_fer2013_csv_is_checked(tmp_path):
+    rows = [("0", "Training", pixel_text()), ("3", "PublicTest", pixel_text())]
+    for name, header in (("fer2013.csv", "fer2013"), ("icml_face_data.csv", "icml")):
+        folder = tmp_path / name.removesuffix(".csv")
+        folder.mkdir()
+        make_fer2013(folder / name, rows, header)
+        for fmt in ("auto", "fer2013"):
+            report = check_dataset(folder, fmt=fmt)
+            assert report.ok and report.fmt == "fer2013" and report.counts["total"].sum() == 2, (name, fmt, report.errors)
+    other = tmp_path / "other"
+    other.mkdir()
+    make_fer2013(other / "x.csv", rows)
+    for fmt in ("auto", "fer2013"):
+        report = check_dataset(other, fmt=fmt)
+        assert len(report.errors) == 1 and f"pass the .csv file itself: {other / 'x.csv'}" in report.errors[0], report.errors
+
+
+def test_rafdb_undecodable_line_keeps_the_other_lines(tmp_path):
+    """One Latin-1 byte is one error at its line; lines that exist but are bad (undecodable,
+    label 0, 8 or x) do not make their images 'not listed'."""
+    make_rafdb(tmp_path)
+    label_file = tmp_path / "basic" / "EmoLabel" / LABEL_FILE
+    lines = label_file.read_bytes().split(b"\n")
+    lines[2], lines[3], lines[4] = b"train_00003.jpg 0", b"train_00004.jpg 8", b"train_00005.jpg x"
+    lines[9] = "train_00010.jpg 3 \xe9\n".encode("latin-1").rstrip(b"\n")
+    label_file.write_bytes(b"\n".join(lines))
+    report = check_dataset(tmp_path)
+    assert report.warnings == [], report.warnings
+    assert len(report.errors) == 4, report.errors
+    assert f"{LABEL_FILE}:10: not UTF-8 text: byte 0xe9 at byte offset 18 of the line" in report.errors[3]
+    assert report.counts["total"].sum() == 17 and report.images_checked == 17
+
+
+def test_empty_image_file_and_folder_in_its_place(tmp_path):
+    make_rafdb(tmp_path)
+    aligned = tmp_path / "basic" / "Image" / "aligned"
+    (aligned / "train_00001_aligned.jpg").write_bytes(b"")
+    (aligned / "train_00002_aligned.jpg").unlink()
+    (aligned / "train_00002_aligned.jpg").mkdir()
+    report = check_dataset(tmp_path)
+    where = tmp_path / "basic" / "EmoLabel" / LABEL_FILE
+    assert sorted(report.errors) == [
+        f"{aligned / 'train_00001_aligned.jpg'}: empty file (0 bytes) (listed at {where}:1)",
+        f"{aligned / 'train_00002_aligned.jpg'}: is a folder, not an image file (listed at {where}:2)"]
+    make_imagefolder(tmp_path / "folders", {"happy": 2})
+    (tmp_path / "folders" / "happy" / "000.png").write_bytes(b"")
+    report = check_dataset(tmp_path / "folders")
+    assert report.errors == [f"{tmp_path / 'folders' / 'happy' / '000.png'}: empty file (0 bytes)"]
+
+
+def test_counts_table_says_it_counts_listed_images_beside_the_readable_count(tmp_path):
+    make_rafdb(tmp_path)
+    aligned = tmp_path / "basic" / "Image" / "aligned"
+    (aligned / "train_00001_aligned.jpg").write_bytes(b"not a jpeg")
+    (aligned / "train_00002_aligned.jpg").unlink()
+    text = check_dataset(tmp_path).format()
+    assert "19 image file(s) opened and decoded, of 21 listed: 2 missing or unreadable (see Errors)" in text
+    assert "Images listed in the label file, per class and split (readable or not):" in text
+    assert "Images per class and split:" not in text
+    ok = check_dataset(make_rafdb(tmp_path / "ok")).format()
+    assert "21 image file(s) opened and decoded\n" in ok and "Images listed in the label file, per class and split:" in ok

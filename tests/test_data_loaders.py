@@ -338,3 +338,52 @@ def test_fer_dataset_pixels_fast_path(tmp_path):
     index = load_fer2013(make_fer2013(tmp_path / "fer.csv", [("2", "Training", pixel_text(9))]))
     image, label = FERDataset(index)[0]
     assert image.shape == (48, 48, 3) and image[0, 0].tolist() == [9, 9, 9] and label == index_of("fear")
+
+
+# --- audit fixes ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("last_field, expected", [
+    ('Training,"extra', "fer2013.csv:3: an unclosed double quote"),
+    ('"Train"ing', "fer2013.csv:3: a stray double quote"),
+])
+def test_load_fer2013_quote_errors_name_their_own_line(tmp_path, last_field, expected):
+    rows = [("1", "Training", pixel_text()), ("2", last_field, pixel_text())] + [("3", "Training", pixel_text())] * 20
+    with pytest.raises(DataError, match=expected):
+        load_fer2013(make_fer2013(tmp_path / "fer2013.csv", rows))
+
+
+def test_load_dataset_fer2013_folder(tmp_path):
+    csv_path = make_fer2013(tmp_path / "fer2013.csv", [("3", "Training", pixel_text())])
+    assert load_dataset(tmp_path, fmt="fer2013")["id"].tolist() == load_fer2013(csv_path)["id"].tolist()
+    assert detect_format(tmp_path) == "fer2013"                      # auto-detected too (fer study run --data DIR)
+    assert load_dataset(tmp_path)["id"].tolist() == load_fer2013(csv_path)["id"].tolist()
+    assert load_fer2013(tmp_path)["label"].tolist() == [index_of("happiness")]
+    make_fer2013(tmp_path / "icml_face_data.csv", [("3", "Training", pixel_text())], "icml")
+    with pytest.raises(DataError, match="pass the .csv file itself"):
+        load_fer2013(tmp_path)
+
+
+def test_load_rafdb_undecodable_line_names_line_and_byte_offset(tmp_path):
+    make_rafdb(tmp_path)
+    label_file = tmp_path / "basic" / "EmoLabel" / LABEL_FILE
+    label_file.write_bytes(b"\xef\xbb\xbf" + label_file.read_bytes() + b"train_00099\xe9.jpg 3\n")
+    with pytest.raises(DataError, match=f"{LABEL_FILE}:22: not UTF-8 text: byte 0xe9 at byte offset 11 of the line"):
+        load_rafdb(tmp_path)
+
+
+def test_open_image_empty_file_and_folder(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.jpg: empty file \(0 bytes\)$"):
+        open_image(tmp_path / "empty.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(DataError, match="folder.jpg: is a folder, not an image file$"):
+        open_image(tmp_path / "folder.jpg")
+
+
+def test_load_rafdb_folder_where_an_image_should_be(tmp_path):
+    make_rafdb(tmp_path)
+    image = tmp_path / "basic" / "Image" / "aligned" / "train_00003_aligned.jpg"
+    image.unlink()
+    image.mkdir()
+    with pytest.raises(DataError, match=f"train_00003_aligned.jpg: is a folder, not an image file \\(listed at .*{LABEL_FILE}:3\\)"):
+        load_rafdb(tmp_path)

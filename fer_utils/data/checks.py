@@ -18,8 +18,11 @@ from fer_utils.errors import DataError
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found: one message per problem, images per class x split, and
-    how many image files opened and decoded without error (``images_checked``)."""
+    """What :func:`check_dataset` found: one message per problem, images per class x split as
+    listed (by the label file, the CSV's valid rows or the class folders: missing and corrupt
+    images included, so the table shows what the data set declares), how many image files opened
+    and decoded without error (``images_checked``) and how many image files were listed
+    (``images_listed``; 0 for FER2013, whose pixels are in the CSV)."""
 
     errors: list[str]
     warnings: list[str]
@@ -27,6 +30,7 @@ class CheckReport:
     path: str = ""
     fmt: str = ""
     images_checked: int = 0
+    images_listed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -38,18 +42,29 @@ class CheckReport:
         verdict = "OK" if self.ok else "PROBLEMS FOUND"
         lines = [f"Data set {self.path} (format: {self.fmt or 'unknown'}): {verdict} — "
                  f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"]
-        if self.images_checked:
-            lines.append(f"{self.images_checked} image file(s) opened and decoded")
+        failed = self.images_listed - self.images_checked
+        if self.images_checked or self.images_listed:
+            lines.append(f"{self.images_checked} image file(s) opened and decoded"
+                         + (f", of {self.images_listed} listed: {failed} missing or unreadable (see Errors)"
+                            if failed > 0 else ""))
         if self.counts["total"].sum():
             table = self.counts.copy()
             table.loc["total"] = table.sum()
-            lines += ["", "Images per class and split:", table.to_string()]
+            title = _TABLE_TITLES.get(self.fmt, "Images per class and split")
+            if failed > 0:
+                title += " (readable or not)"
+            lines += ["", f"{title}:", table.to_string()]
         for title, messages in (("Errors", self.errors), ("Warnings", self.warnings)):
             if messages:
                 lines += ["", f"{title}:"] + [f"  {m}" for m in messages[:max_messages]]
                 if len(messages) > max_messages:
                     lines.append(f"  ... and {len(messages) - max_messages} more")
         return "\n".join(lines)
+
+
+_TABLE_TITLES = {"rafdb": "Images listed in the label file, per class and split",
+                 "fer2013": "Valid CSV rows per class and split",
+                 "imagefolder": "Image files in the class folders, per class and split"}
 
 
 def _check_images(entries: list[Entry], errors: list[str]) -> int:
@@ -59,7 +74,9 @@ def _check_images(entries: list[Entry], errors: list[str]) -> int:
 
     missing = missing_images(entries)
     for entry in missing:
-        if os.path.isdir(os.path.dirname(entry.path)):  # a missing folder is one layout error already
+        if os.path.isdir(entry.path):
+            errors.append(f"{entry.path}: is a folder, not an image file{listed(entry)}")
+        elif os.path.isdir(os.path.dirname(entry.path)):  # a missing folder is one layout error already
             errors.append(f"{entry.path}: image file missing{listed(entry)}")
     missing_ids = {e.id for e in missing}
     present = [e for e in entries if e.path is not None and e.id not in missing_ids]
@@ -83,6 +100,8 @@ def check_dataset(path: str | os.PathLike, fmt: str = "auto", variant: str = "al
     unsafe or duplicate names, missing images, unreadable or corrupt images (each one is opened
     and decoded; ``images_checked`` counts those that decoded). Warnings: images on disk that
     the label file does not list, and files that are ignored. ``variant`` applies to RAF-DB.
+    A folder that is no other format but holds ``fer2013.csv`` or ``icml_face_data.csv`` is that
+    CSV; one holding other ``.csv`` files is an error saying to pass the file itself.
     """
     errors: list[str] = []
     warnings: list[str] = []
@@ -97,4 +116,5 @@ def check_dataset(path: str | os.PathLike, fmt: str = "auto", variant: str = "al
         else:
             entries.append(item)
     checked = _check_images(entries, errors)
-    return CheckReport(errors, warnings, split_counts(build_index(entries)), os.fspath(path), fmt, checked)
+    listed = sum(e.path is not None for e in entries)
+    return CheckReport(errors, warnings, split_counts(build_index(entries)), os.fspath(path), fmt, checked, listed)

@@ -15,11 +15,16 @@ Sample ids are ``fer2013_00000``, ``fer2013_00001``, ... numbered by data row (0
 header not counted), so an id stays the same whichever header variant the file has.
 
 Messy files are problems at their line, never tracebacks: a compressed file (gzip, zip, bzip2,
-xz) named ``.csv``, a byte that is not UTF-8, or a field over the csv module's field limit. That
-limit (131,072 characters by default) is left alone: it is process-wide state, and a valid
-FER2013 field is never longer than :data:`MAX_FIELD` characters, so a row that reaches it is
-malformed whatever the limit. The csv reader drops such a row and goes on at the next line, so
-one bad row is one problem and the rest of the file is still read.
+xz) named ``.csv``, a byte that is not UTF-8, a double quote that is not closed on its line, or
+a field over the csv module's field limit. That limit (131,072 characters by default) is left
+alone: it is process-wide state, and a valid FER2013 field is never longer than
+:data:`MAX_FIELD` characters, so a row that reaches it is malformed whatever the limit.
+
+FER2013 fields never hold a quote or a line break, so each physical line is one record, parsed
+on its own: a stray quote cannot swallow the following lines into one field (which made rows
+vanish and the error show up many lines later). One bad line is one problem at that line and
+the rest of the file is still read. A path that is a folder holding one of :data:`CSV_NAMES`
+means that file.
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ from fer_utils.labels import NUM_CLASSES, fer2013_to_index
 SIDE = 48
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
+CSV_NAMES: tuple[str, ...] = ("fer2013.csv", "icml_face_data.csv")
+"""The file names FER2013 is distributed under; a folder holding exactly one of them stands for it."""
 MAX_FIELD = 4 * SIDE * SIDE - 1
 """The longest valid field, 9,215 characters: 2,304 pixel values of up to three digits and the spaces between."""
 _LABELS = {str(n): fer2013_to_index(n) for n in range(NUM_CLASSES)}  # exact: int() takes "+3", full-width "3"
@@ -76,23 +83,42 @@ def _undecodable(fields: list[str]) -> str | None:
 
 
 def _records(handle: io.TextIOBase) -> Iterator[tuple[int, list[str] | str]]:
-    """``(line, fields)`` per non-blank CSV record of ``handle``, or ``(line, what is wrong)`` for
-    a record the csv module cannot read (a field over its limit) or whose bytes are not UTF-8.
+    """``(line, fields)`` per non-blank line of ``handle``, or ``(line, what is wrong)`` for a line
+    the csv module cannot read (an unclosed or stray double quote, a field over its limit) or
+    whose bytes are not UTF-8.
 
-    ``line`` is the record's last line in the file. Reading goes on after a bad record.
+    Each physical line is parsed on its own (FER2013 fields have no quotes or line breaks), so a
+    bad line is reported at its own number and never takes the following lines with it.
     """
-    reader = csv.reader(handle)
-    while True:
+    for line_no, line in enumerate(handle, start=1):
         try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # the reader has dropped the rest of this line and starts afresh
-            yield reader.line_num, (f"unreadable CSV row: {exc}; a valid FER2013 field has at most "
-                                    f"{MAX_FIELD:,} characters")
+            fields = next(csv.reader((line,), strict=True), [])
+        except csv.Error as exc:
+            if "field limit" in str(exc):
+                yield line_no, (f"unreadable CSV row: {exc}; a valid FER2013 field has at most "
+                                f"{MAX_FIELD:,} characters")
+            elif line.count('"') % 2:
+                yield line_no, ("an unclosed double quote (a CSV reader would swallow the following lines "
+                                "into this row); FER2013 fields have no quotes")
+            else:
+                yield line_no, f"a stray double quote ({exc}); FER2013 fields have no quotes"
             continue
         if fields:
-            yield reader.line_num, _undecodable(fields) or fields
+            yield line_no, _undecodable(fields) or fields
+
+
+def find_csv(folder: str | os.PathLike) -> Path | str | None:
+    """The FER2013 CSV in ``folder``: the one file named as in :data:`CSV_NAMES` (any case);
+    else what to do instead when the folder holds other ``.csv`` files (or both names); else None."""
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.suffix.lower() == ".csv" and not p.name.startswith(".") and p.is_file())
+    known = [p for p in files if p.name.lower() in CSV_NAMES]
+    if len(known) == 1:
+        return known[0]
+    if not files:
+        return None
+    which = "both " + " and ".join(CSV_NAMES) if known else f"no {' or '.join(CSV_NAMES)}"
+    return f"a folder with {which}; pass the .csv file itself: {', '.join(map(str, known or files))}"
 
 
 def scan_fer2013(csv_path: str | os.PathLike) -> Iterator[Entry | Problem]:
@@ -102,6 +128,12 @@ def scan_fer2013(csv_path: str | os.PathLike) -> Iterator[Entry | Problem]:
     """
     path = Path(csv_path).resolve()
     where = str(path)
+    if path.is_dir():
+        found = find_csv(path)
+        if not isinstance(found, Path):
+            yield Problem(where, found or f"FER2013 CSV file not found: a folder without {' or '.join(CSV_NAMES)}")
+            return
+        path, where = found, str(found)
     if not path.is_file():
         yield Problem(where, "FER2013 CSV file not found")
         return

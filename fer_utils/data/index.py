@@ -89,8 +89,9 @@ def missing_images(entries: Iterable[Entry]) -> list[Entry]:
 def index_from_scan(scan: Iterable[Entry | Problem]) -> pd.DataFrame:
     """Run a scanner to the end and build its index; raise :class:`DataError` on any error.
 
-    The first error problem is raised as soon as it is seen. After the scan, missing image files
-    are reported together: the first :data:`MAX_NAMED_MISSING` are named, with the total count.
+    The first error problem is raised as soon as it is seen. After the scan, a folder where an
+    image file should be is an error naming it; missing image files are reported together: the
+    first :data:`MAX_NAMED_MISSING` are named, with the total count.
     """
     entries = []
     for item in scan:
@@ -100,6 +101,9 @@ def index_from_scan(scan: Iterable[Entry | Problem]) -> pd.DataFrame:
         else:
             entries.append(item)
     missing = missing_images(entries)
+    folders = [e for e in missing if os.path.isdir(e.path)]
+    if folders:
+        raise DataError(f"{folders[0].path}: is a folder, not an image file (listed at {folders[0].where})")
     if missing:
         named = "; ".join(f"{e.path} (listed at {e.where})" for e in missing[:MAX_NAMED_MISSING])
         more = f" and {len(missing) - MAX_NAMED_MISSING} more" if len(missing) > MAX_NAMED_MISSING else ""
@@ -236,6 +240,10 @@ def load_rgb(path: str | None, pixels: np.ndarray | None, draft_size: int | None
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if os.path.isdir(path):
+            raise DataError(f"{path}: is a folder, not an image file") from None
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise DataError(f"{path}: empty file (0 bytes)") from None
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
 
 
@@ -245,7 +253,8 @@ def open_image(row_or_path: Mapping | str | os.PathLike, draft_size: int | None 
     ``row_or_path`` is an index row (anything with ``path``/``pixels`` keys, e.g. a
     ``DataFrame.iloc[i]``) or a file path. ``draft_size`` lets a JPEG decoder work at a reduced
     scale that is still at least ``draft_size`` on each side (cheap for large originals).
-    A missing, unreadable or corrupt file raises :class:`DataError` naming the file.
+    A missing, empty (0 bytes), unreadable or corrupt file, or a folder, raises :class:`DataError`
+    naming the file.
     """
     if isinstance(row_or_path, (str, os.PathLike)):
         return load_rgb(os.fspath(row_or_path), None, draft_size)

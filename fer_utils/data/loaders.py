@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer_utils.data.fer2013 import scan_fer2013
+from fer_utils.data.fer2013 import find_csv, scan_fer2013
 from fer_utils.data.fingerprint import fingerprint, image_hashes
 from fer_utils.data.imagefolder import class_of_folder, scan_imagefolder, split_of_folder
 from fer_utils.data.index import Entry, Problem, index_from_scan
@@ -25,7 +25,9 @@ ACCEPTED_LAYOUTS = """accepted layouts:
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of ``path``: a ``.csv`` file is ``"fer2013"``; a folder holding ``basic/`` or
-    ``EmoLabel/`` is ``"rafdb"``; a folder with split or class sub-folders is ``"imagefolder"``.
+    ``EmoLabel/`` is ``"rafdb"``; a folder with split or class sub-folders is ``"imagefolder"``;
+    a folder holding one of FER2013's file names (:func:`~fer_utils.data.fer2013.find_csv`) is
+    ``"fer2013"``.
 
     Anything else raises :class:`DataError` describing the accepted layouts.
     """
@@ -40,6 +42,11 @@ def detect_format(path: str | os.PathLike) -> str:
         return "rafdb"
     if any(d.is_dir() and (split_of_folder(d.name) or class_of_folder(d.name) is not None) for d in path.iterdir()):
         return "imagefolder"
+    csv_file = find_csv(path)   # a folder holding FER2013's CSV stands for it
+    if isinstance(csv_file, Path):
+        return "fer2013"
+    if csv_file:
+        raise DataError(f"{path}: {csv_file}")
     raise DataError(f"{path}: not a recognised data set (no label file, CSV, split or class folders)\n{ACCEPTED_LAYOUTS}")
 
 

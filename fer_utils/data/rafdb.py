@@ -132,43 +132,59 @@ def label_line(name: str, label: int) -> str:
     return f"{name} {index_to_rafdb(label)}\n"
 
 
-def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | Problem]:
+def parse_label_file(label_file: Path,
+                     bad_names: set[str] | None = None) -> Iterator[tuple[int, str, int, str] | Problem]:
     """Parse ``list_patition_label.txt``: yield ``(line_no, name, label 0..6, split)`` or a Problem.
 
     The file is UTF-8, with or without a byte order mark. Blank lines are skipped. A line is a
-    problem when it does not have exactly two fields, the label is not one of the digits 1..7,
-    the name is not a plain file name (it has a path separator or a non-printable character),
-    has no ``train_``/``test_`` prefix, or was already listed. A file that is not UTF-8 is one
-    problem at the line of its first bad byte; a file that lists no image is one problem.
+    problem when its bytes are not UTF-8 (named with the byte and its offset in the line; the
+    other lines are still read), it does not have exactly two fields, the label is not one of
+    the digits 1..7, the name is not a plain file name (it has a path separator or a
+    non-printable character), has no ``train_``/``test_`` prefix, or was already listed. A file
+    that lists no image is one problem. ``bad_names``, when given, receives the image name (the
+    first field, if it is a plain file name) of each line that was a problem: that image is
+    listed, just wrongly.
     """
     where = str(label_file)
     seen: dict[str, int] = {}
+    bad_names = set() if bad_names is None else bad_names
     try:
         data = label_file.read_bytes()
     except OSError as exc:
         yield Problem(where, f"cannot read the file ({exc.strerror or exc})")
         return
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:  # exc.object is the data after any byte order mark (which has no newline)
-        line_no = exc.object.count(b"\n", 0, exc.start) + 1
-        yield Problem(where, f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} (save the file as UTF-8)", line_no)
-        return
+    data = data.removeprefix(b"\xef\xbb\xbf")
     # Only \n, \r\n and \r end a line, as in an editor (str.splitlines also splits at \f, \x1c, \u2028, ...).
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    for line_no, line in enumerate(lines, start=1):
+    # Split before decoding (UTF-8 never has these bytes inside a character), so a bad byte costs one line.
+    any_text = False
+    for line_no, raw in enumerate(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            any_text = True
+            first = raw.decode("utf-8", "replace").split()[0:1]
+            if first and "\ufffd" not in first[0]:
+                bad_names.add(first[0])
+            yield Problem(where, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} of the line "
+                                 "(save the file as UTF-8)", line_no)
+            continue
         fields = line.split()
         if not fields:
             continue
+        any_text = True
+        name = fields[0]
+        plain = "/" not in name and "\\" not in name and name.isprintable()
+        if plain:
+            bad_names.add(name)  # taken back below when the line turns out good
         if len(fields) != 2:
             yield Problem(where, f"malformed line {line.strip()!r}: expected '<image name> <label 1..7>'", line_no)
             continue
-        name, raw_label = fields
+        raw_label = fields[1]
         label = _LABELS.get(raw_label)
         if label is None:
             yield Problem(where, f"label {raw_label!r} of {name} is not an integer 1..{NUM_CLASSES}", line_no)
             continue
-        if "/" in name or "\\" in name or not name.isprintable():
+        if not plain:
             yield Problem(where, f"image name {name!r} is not a plain file name: it has a path separator "
                                  "or a non-printable character", line_no)
             continue
@@ -181,14 +197,16 @@ def parse_label_file(label_file: Path) -> Iterator[tuple[int, str, int, str] | P
             yield Problem(where, f"image {name} listed twice (first at line {seen[stem]})", line_no)
             continue
         seen[stem] = line_no
+        bad_names.discard(name)
         yield line_no, name, label, split
-    if not any(line.strip() for line in lines):
+    if not any_text:
         yield Problem(where, "the label file lists no images: the data set is empty")
 
 
 def scan_rafdb(root: str | os.PathLike, variant: str = "aligned") -> Iterator[Entry | Problem]:
     """Scan a RAF-DB tree: layout problems, then one Entry or Problem per label-file line, then a
-    warning per image on disk that the label file does not list.
+    warning per image on disk that the label file does not list (an image named on a line that
+    is a problem is listed: that line's problem says what is wrong).
 
     Image existence is not checked here (see :func:`fer_utils.data.index.missing_images`).
     """
@@ -204,7 +222,8 @@ def scan_rafdb(root: str | os.PathLike, variant: str = "aligned") -> Iterator[En
     if not label_file_ok:
         return
     listed: set[str] = set()
-    for item in parse_label_file(layout.label_file):
+    bad_names: set[str] = set()  # of lines that are problems: those images are listed, just wrongly
+    for item in parse_label_file(layout.label_file, bad_names):
         if isinstance(item, Problem):
             yield item
             continue
@@ -212,6 +231,7 @@ def scan_rafdb(root: str | os.PathLike, variant: str = "aligned") -> Iterator[En
         path = str(layout.image_path(name))
         listed.add(path)
         yield Entry(os.path.splitext(name)[0], path, None, label, split, "rafdb", f"{layout.label_file}:{line_no}")
+    listed.update(str(layout.image_path(name)) for name in bad_names)
     if layout.image_dir.is_dir():
         for file in sorted(os.scandir(layout.image_dir), key=lambda f: f.name):
             if file.is_file() and os.path.splitext(file.name)[1].lower() in IMAGE_EXTENSIONS and file.path not in listed:
