@@ -147,3 +147,53 @@ def test_console_script_reads_the_manifest_of_the_project_folder(tmp_path):
         res = fer_script("study", "run", "--only", "nothing", cwd=tmp_path if not env else tmp_path.parent, **env)
         assert (res.returncode, res.stderr) == (2, "error: --only 'nothing' matches no notebook; known: 01_data\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notebooks"]
+
+
+def test_predict_without_bundle_or_data_says_what_to_do(project):
+    res = CliRunner().invoke(main, ["predict", str(project / "x.jpg")])
+    assert res.exit_code == 2 and "no --bundle given" in res.output and "make study" in res.output
+    assert "Invalid value for --data" not in res.output      # --data was never given
+
+
+@pytest.mark.parametrize("args", [["--port", "-5"], ["--port", "99999"], ["--port", "0"], ["--threads", "0"]])
+def test_serve_refuses_impossible_ports_and_threads_before_starting(args, tmp_path, monkeypatch):
+    import waitress
+
+    monkeypatch.setattr(waitress, "serve", lambda *a, **k: pytest.fail("waitress started"))
+    res = CliRunner().invoke(main, ["serve", "--instance", str(tmp_path / "i"), *args])
+    assert res.exit_code == 2 and f"Invalid value for '{args[0]}'" in res.output
+    assert "serving on" not in res.output and not (tmp_path / "i").exists()
+
+
+def test_runs_export_appends_tar_gz_to_a_bare_name(project, monkeypatch):
+    for var in ENV_DIRS.values():
+        monkeypatch.delenv(var, raising=False)
+    (project / "data" / "runs" / "x").mkdir(parents=True)
+    (project / "data" / "runs" / "x" / "metrics.json").write_text("{}")
+    res = CliRunner().invoke(main, ["runs", "export", "noext"])
+    assert res.exit_code == 0, res.output
+    assert (project / "noext.tar.gz").is_file() and not (project / "noext").exists()
+    assert "written to noext.tar.gz" in res.output
+    res = CliRunner().invoke(main, ["runs", "export", "kept.tar.gz"])
+    assert res.exit_code == 0 and (project / "kept.tar.gz").is_file()
+
+
+def test_features_options_named_as_flags_in_errors(synthetic_rafdb, tmp_path, monkeypatch):
+    from fer_utils.models import registry
+
+    res = CliRunner().invoke(main, ["features", str(synthetic_rafdb), "--model", "resnet18", "--random-weights",
+                                    "--image-size", "10", "--cache", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "--image-size must be an int >= 32" in res.output
+    assert "preprocessing.image_size" not in res.output
+
+    def offline(name, weights=None, **kwargs):
+        if weights is not None:
+            raise OSError("offline")
+        return real(name, weights=weights, **kwargs)
+
+    real = registry.torchvision.models.get_model
+    monkeypatch.setattr(registry.torchvision.models, "get_model", offline)
+    monkeypatch.setattr(registry, "weights_path", lambda name: tmp_path / "hub" / "absent.pth")
+    res = CliRunner().invoke(main, ["features", str(synthetic_rafdb), "--model", "resnet18",
+                                    "--cache", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "use --random-weights" in res.output and "pretrained=False" not in res.output

@@ -159,3 +159,9 @@ def test_crop_face_reports_the_face_and_predicts_on_its_crop(tmp_path, bundle):
     assert "in memory" not in res.stderr and "1 of 4 images could not be read" in res.stderr
     plain = strict_json(predict(grace, "--bundle", bundle).stdout)["predictions"][0]
     assert "face" not in plain and plain["probabilities"] != pytest.approx(on_crop["probabilities"], abs=1e-6)
+
+
+def test_a_bundle_path_that_does_not_exist_is_named_so(tmp_path):
+    res = predict(face(tmp_path / "a.png"), "--bundle", tmp_path / "nonexistent")
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "does not exist" in res.stderr and "manifest missing" not in res.stderr

@@ -492,3 +492,10 @@ def test_the_fer_template_removes_every_cdn_link_of_voilas_lab_template():
     links = re.findall(r'<link [^>]*href="https?://[^>]*>', lab.read_text(encoding="utf-8"))
     assert links, f"{lab}: no CDN link any more (the template's replaces can go)"
     assert sorted(removed) == sorted(links), f"{lab} links {links}; the fer template removes {removed}"
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-5"])
+def test_fer_dashboard_refuses_an_impossible_port_before_starting(port, monkeypatch):
+    monkeypatch.setattr("fer_utils.cli.dashboard.subprocess.call", lambda *a, **k: pytest.fail("voila started"))
+    res = CliRunner().invoke(main, ["dashboard", "--port", port])
+    assert res.exit_code == 2 and "Invalid value for '--port'" in res.output and "dashboard on" not in res.output

@@ -185,3 +185,40 @@ def test_prompt_run_records_captions_votes_and_probe(synthetic_rafdb, tmp_path, 
     assert table.index[-1].startswith("majority class")
     assert "simulated" in report.comparison_interpretation({"simulated": rec})
     json.dumps(m)   # the record is plain JSON
+
+
+def test_a_shard_of_zero_parts_says_n_must_be_at_least_1(synthetic_rafdb, index):
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        shard(index, "1/0")
+    res = CliRunner().invoke(main, ["caption", str(synthetic_rafdb), "--shard", "1/0"])
+    assert res.exit_code == 2 and "n must be at least 1" in res.output and "--shard" in res.output
+
+
+def test_caption_errors_name_the_options_not_the_config_fields(synthetic_rafdb, tmp_path):
+    runner = CliRunner()
+    common = ["caption", str(synthetic_rafdb), "--cache", str(tmp_path / "c"), "--no-progress"]
+    res = runner.invoke(main, [*common, "--captioner", "precomputed"])
+    assert res.exit_code == 2 and "needs --captions-file" in res.output and "captions_file" not in res.output
+    res = runner.invoke(main, [*common, "--captioner", "simulated", "--batch-size", "0"])
+    assert res.exit_code == 2 and "--batch-size must be an integer >= 1" in res.output
+    assert "generation setting" not in res.output and "batch_size" not in res.output
+
+
+def test_allow_extra_ids_accepts_a_captions_file_made_for_more_images(synthetic_rafdb, tmp_path):
+    ids = load_dataset(synthetic_rafdb)["id"].astype(str).tolist()
+    captions = tmp_path / "captions.csv"
+    pd.DataFrame({"id": [*ids, "not-in-the-data"], "caption": "a happy face"}).to_csv(captions, index=False)
+    common = ["caption", str(synthetic_rafdb), "--captioner", "precomputed", "--captions-file", str(captions),
+              "--cache", str(tmp_path / "c"), "--no-progress", "--out", str(tmp_path / "out.csv")]
+    res = CliRunner().invoke(main, common)
+    assert res.exit_code == 2 and "not-in-the-data" in res.output and "pass --allow-extra-ids" in res.output
+    res = CliRunner().invoke(main, [*common, "--allow-extra-ids"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(tmp_path / "out.csv")) == len(ids)
+
+
+def test_embed_encoder_is_a_choice():
+    res = CliRunner().invoke(main, ["embed", "--help"])
+    assert "[clip|open_clip|minilm|tiny_clip|tiny_open_clip]" in res.output
+    res = CliRunner().invoke(main, ["embed", ".", "--encoder", "CLIP"])
+    assert res.exit_code == 2 and "'CLIP' is not one of" in res.output

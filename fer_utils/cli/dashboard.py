@@ -43,7 +43,7 @@ def dashboard_environment(bundles: Path | None, data: Path | None, bundle: Path 
 
 
 @click.command("dashboard")
-@click.option("--port", type=int, default=8866, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8866, show_default=True)
 @click.option("--bundle", type=click.Path(path_type=Path, exists=True), default=None,
               help="Preselect this model bundle (it is added to the list if it lies elsewhere).")
 @click.option("--bundles", type=click.Path(path_type=Path), default=None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .base import project
+from .base import flag_errors, project
 from .vlm import load_shard, ray_context, ray_options
 
 
@@ -52,6 +52,7 @@ def _options(fn):
 
 @click.command("features")
 @_options
+@flag_errors
 def features_cmd(**opts):
     """Extract the CNN features of DATA_PATH's images into the cache."""
     import numpy as np

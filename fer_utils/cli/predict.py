@@ -20,13 +20,13 @@ def printable(text: str) -> str:
 
 @click.command("predict")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True), default=None,
               help="Model bundle folder (CNN or fused). Default: the bundle with the best validation macro F1 "
                    "among those trained on the data set of --data.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help="Without --bundle: serve a model trained on this data set (default: the project's "
                    "data/synthetic).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--crop-face", "crop", is_flag=True,
               help="Find the largest face (OpenCV Haar cascade) and predict on a square crop around it, as "
                    "the aligned faces the models learnt from; no face found: the whole image. Each answer "
@@ -52,6 +52,10 @@ def predict_cmd(images, bundle, data_path, device, crop):
         from ..data import describe_dataset, load_dataset
 
         folders = project()
+        if data_path is None and not folders.synthetic.exists():
+            raise click.UsageError(f"no --bundle given, and the default data set {folders.synthetic} does not "
+                                   "exist (so no bundle is trained on it): run `make study`, or pass --bundle DIR "
+                                   "or --data PATH (the data set a bundle under data/runs was trained on)")
         data_path = data_path or folders.synthetic
         if not data_path.exists():
             raise click.BadParameter(f"{data_path} does not exist: name a bundle or the data set it was "

@@ -17,9 +17,12 @@ def runs():
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--bundles", is_flag=True, help="Include the model bundles (weights; large).")
 def runs_export(archive, bundles):
-    """Write the project's run records and executed notebooks to ARCHIVE (.tar.gz)."""
+    """Write the project's run records and executed notebooks to ARCHIVE (.tar.gz, appended when
+    the name lacks it)."""
     from ..archive import export_results
 
+    if not archive.name.endswith((".tar.gz", ".tgz")):
+        archive = archive.with_name(archive.name + ".tar.gz")
     paths = project()
     manifest = export_results(archive, paths.runs, paths.book_out, include_bundles=bundles)
     click.echo(f"{len(manifest['files'])} file(s) written to {archive}"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from .base import project
+from ..options import TEXT_ENCODERS
+from .base import flag_errors, project
 
 DEFAULTS = {"captioner": "blip2", "prompt": "original"}
 
@@ -33,6 +34,9 @@ def caption_options(fn):
                      help="blip2: Hugging Face model id or local folder."),
         click.option("--revision", default="", help="blip2: the revision to load (default: the cached snapshot)."),
         click.option("--captions-file", default="", help="precomputed: CSV or JSONL file of id, caption."),
+        click.option("--allow-extra-ids", is_flag=True,
+                     help="precomputed: accept captions of ids DATA_PATH lacks (a file made for a larger data "
+                          "set; --shard implies it)."),
         click.option("--accuracy", type=float, default=0.8, show_default=True,
                      help="simulated: share of captions naming the true emotion."),
         click.option("--prompt", default=DEFAULTS["prompt"], show_default=True,
@@ -117,7 +121,7 @@ def _captions(opts: dict):
                                    concurrency=opts["concurrency"])
         return part, result, cache
     captioner = make_captioner(opts["captioner"], **options)
-    if opts["shard"] and hasattr(captioner, "allow_extra"):
+    if (opts["shard"] or opts["allow_extra_ids"]) and hasattr(captioner, "allow_extra"):
         captioner.allow_extra = True   # a shard's file of captions may hold the other shards' ids
     result = caption_index(part, captioner, prompt, settings, cache, progress=opts["progress"])
     return part, result, cache
@@ -128,6 +132,7 @@ def _captions(opts: dict):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write the captions as CSV (id, caption, raw, vote): usable as --captions-file elsewhere. "
                    "Default: stdout.")
+@flag_errors
 def caption_cmd(**opts):
     """Caption the images of DATA_PATH (into the cache); CSV of id, caption, raw caption, vote."""
     with ray_context(opts):
@@ -142,21 +147,19 @@ def caption_cmd(**opts):
 
 @click.command("embed")
 @caption_options
-@click.option("--encoder", "encoder_name", default="minilm", show_default=True,
-              help="Text encoder: clip, open_clip, minilm, tiny_clip, tiny_open_clip.")
+@click.option("--encoder", "encoder_name", type=click.Choice(TEXT_ENCODERS), default="minilm", show_default=True,
+              help="Text encoder.")
 @click.option("--text-model-id", default="", help="The encoder's model (default: its own).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write ids and vectors to this .npz file (arrays ids, embeddings).")
+@flag_errors
 def embed_cmd(encoder_name, text_model_id, **opts):
     """Embed the captions of DATA_PATH's images (captioning what the cache lacks) into the cache."""
     import numpy as np
 
-    from ..options import TEXT_ENCODERS
     from ..vlm import make_encoder
     from ..vlm.pipeline import embed_texts
 
-    if encoder_name not in TEXT_ENCODERS:
-        raise click.BadParameter(f"{encoder_name!r} is not one of {', '.join(TEXT_ENCODERS)}", param_hint="--encoder")
     kwargs = {"device": opts["device"], **({"model_id": text_model_id} if text_model_id else {})}
     with ray_context(opts):
         _, result, cache = _captions(opts)

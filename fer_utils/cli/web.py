@@ -111,8 +111,8 @@ def loopback(host: str) -> bool:
 @click.command("serve")
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the site to your network).")
-@click.option("--port", type=int, default=5000, show_default=True)
-@click.option("--threads", type=int, default=4, show_default=True, help="waitress worker threads.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, help="waitress worker threads.")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="Model bundle to serve. Default: the best validation macro F1 among those trained on --data.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,

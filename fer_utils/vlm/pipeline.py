@@ -97,6 +97,8 @@ def shard(index: pd.DataFrame, spec: str | tuple[int, int] | None) -> pd.DataFra
             raise ValueError(f"shard must look like i/n (e.g. 2/4), got {spec!r}") from None
     else:
         i, n = spec
+    if n < 1:
+        raise ValueError(f"shard {i}/{n}: n must be at least 1")
     if not 1 <= i <= n:
         raise ValueError(f"shard {i}/{n}: i must be between 1 and n")
     return index.iloc[i - 1::n]
