@@ -87,7 +87,8 @@ def find_project(env: Mapping[str, str] | None = None, cwd: str | os.PathLike | 
     if (cwd / MANIFEST).is_file():
         return cwd
     raise ConfigError(f"no project folder: {cwd} holds no {MANIFEST}; run from the project folder "
-                      f"or set {ENV_HOME}")
+                      f"or set {ENV_HOME} (the FER_*_DIR variables move a project's folders, they do not "
+                      "make one; fer caption, embed and features also run anywhere with --cache DIR)")
 
 
 def project_paths(env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None) -> ProjectPaths:
