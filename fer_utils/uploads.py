@@ -61,7 +61,9 @@ def read_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> C
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            fmt = image.format
+            # a phone's JPEG with a second picture inside (depth map, preview) opens as MPO: its
+            # first frame is the photo itself
+            fmt = "JPEG" if image.format == "MPO" else image.format
             if fmt not in FORMATS:
                 raise UploadError(_n("%(name)s is a %(format)s file; upload a JPEG, PNG or WebP photo"),
                                   name=name, format=fmt or "unknown")

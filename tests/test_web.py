@@ -255,6 +255,23 @@ def test_upload_predict_store_history_delete(app):
     assert client.get(f"/image/{record_id}/face").status_code == 404
 
 
+def test_a_phone_jpeg_with_a_second_picture_inside_mpo_is_its_first_picture(app):
+    """Many phone photos carry a second image (depth map, preview): Pillow opens them as MPO. They
+    are JPEG files, and the site reads them as the photo they show."""
+    photo = Image.open(GRACE).convert("RGB")
+    out = io.BytesIO()
+    photo.save(out, "MPO", save_all=True, append_images=[photo.resize((64, 64))], quality=95)
+    with Image.open(io.BytesIO(out.getvalue())) as opened:
+        assert opened.format == "MPO"                      # what Pillow calls such a file
+    client = user_client(app)
+    response = upload(client, out.getvalue(), name="phone.jpg")
+    assert response.status_code == 303 and count(app) == 1
+    with app.app_context():
+        record_id = db.session.execute(db.select(Prediction)).scalar_one().id
+    with Image.open(io.BytesIO(client.get(f"/image/{record_id}/original").data)) as stored:
+        assert stored.format == "JPEG" and stored.size == photo.size
+
+
 def test_two_uploads_with_the_same_name_are_both_kept(app):
     client = user_client(app)
     first = upload(client, png_bytes(np.full((60, 60, 3), 90, np.uint8)), name="photo.png")
