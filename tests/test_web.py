@@ -28,6 +28,7 @@ from fer_utils.web import create_app
 from fer_utils.web.extensions import db, limiter
 from fer_utils.web.maintenance import create_admin, purge_uploads
 from fer_utils.web.models import AdminAction, Prediction, User
+from fer_utils.web.settings import DATABASE_FILE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -604,6 +605,38 @@ def test_a_deleted_accounts_cookie_does_not_open_the_next_account_given_its_id(a
     assert replay.get("/history").status_code == 302
     assert replay.get(f"/image/{prediction_ids(app)[0]}/original").status_code == 302
     assert victim.get("/history").status_code == 200  # the victim's own session still works
+
+
+def test_a_cookie_copied_before_logout_stops_working_at_logout(app):
+    """A signed session cookie alone would stay valid after logout until it expires: whoever copied
+    it (a shared computer, a stolen cookie) would still be logged in. Logout ends every session of
+    the account; logging in again works."""
+    client = user_client(app)
+    copied = client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", copied)
+    assert thief.get("/history").status_code == 200
+    assert client.post("/logout", data={"csrf_token": csrf(client, "/account")}).status_code == 302
+    assert thief.get("/history").status_code == 302                  # back to the login page
+    assert login(client).status_code == 302 and client.get("/history").status_code == 200
+
+
+def test_a_database_from_before_the_session_epoch_gets_its_column(tmp_path):
+    """An instance database made by an earlier version (no users.session_epoch column) is brought
+    up to date when the site starts, keeping its users."""
+    import sqlite3
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with sqlite3.connect(instance / DATABASE_FILE) as old:
+        old.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(40) UNIQUE, "
+                    "password_hash VARCHAR(255), role VARCHAR(10), active BOOLEAN, created_at DATETIME, "
+                    "api_token_sha256 VARCHAR(64) UNIQUE)")
+        old.execute("INSERT INTO users VALUES (1, 'old', 'x', 'user', 1, '2026-01-01 00:00:00', NULL)")
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True})
+    with app.app_context():
+        user = db.session.execute(db.select(User)).scalar_one()
+        assert user.username == "old" and user.session_epoch == 0
 
 
 def test_ids_and_pages_past_sqlite_integers_are_404_not_500(app):

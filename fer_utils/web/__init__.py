@@ -56,6 +56,7 @@ def create_app(config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
         db.create_all()
+        _add_missing_columns()
 
     from .service import ModelService
     app.extensions["fer_model"] = ModelService(app.config)
@@ -74,6 +75,23 @@ class RowId(IntegerConverter):
 
     def __init__(self, map, fixed_digits=0, min=None, max=2**63 - 1, signed=False):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+ADDED_COLUMNS = {"users": {"session_epoch": "INTEGER NOT NULL DEFAULT 0"}}
+"""Columns added after the first release: a database made before them gets them when the site
+starts (create_all makes missing tables, never missing columns)."""
+
+
+def _add_missing_columns() -> None:
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(db.engine)
+    with db.engine.begin() as connection:
+        for table, columns in ADDED_COLUMNS.items():
+            present = {column["name"] for column in inspector.get_columns(table)}
+            for name, ddl in columns.items():
+                if name not in present:
+                    connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

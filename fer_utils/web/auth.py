@@ -92,6 +92,9 @@ def _dummy_hash() -> str:
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    if current_user.is_authenticated:       # every cookie issued so far stops working, copies included
+        current_user.session_epoch = (current_user.session_epoch or 0) + 1
+        db.session.commit()
     logout_user()
     _fresh_session()
     return redirect(url_for("auth.login"))

@@ -24,6 +24,7 @@ def create_admin(username: str, password: str | None, promote: bool = False) -> 
         if password:
             _check_password(password)
             user.set_password(password)
+            user.session_epoch = (user.session_epoch or 0) + 1   # a new password ends every old session
     else:
         if not USERNAME_MIN <= len(username) <= USERNAME_MAX or username != username.strip() \
                 or not username.isprintable():

@@ -51,6 +51,9 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     api_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, index=True, default=None)
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Raised at each logout: every session cookie issued before it stops working (a copied cookie
+    too, which a signed cookie alone would keep valid until it expires)."""
 
     predictions = relationship("Prediction", back_populates="owner", cascade="all, delete-orphan",
                                passive_deletes=True)
@@ -62,10 +65,11 @@ class User(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
     def get_id(self) -> str:
-        """What the session cookie keeps: the id and the account's creation time. SQLite gives a
-        new account the id of a deleted one (the highest id is reused), so a cookie of a deleted
-        account must not open the account that got its id."""
-        return f"{self.id}.{self.created_at:%Y%m%d%H%M%S%f}"
+        """What the session cookie keeps: the id, the account's creation time and its session
+        epoch. SQLite gives a new account the id of a deleted one (the highest id is reused), so a
+        cookie of a deleted account must not open the account that got its id; and a cookie from
+        before a logout must not open the account after it."""
+        return f"{self.id}.{self.created_at:%Y%m%d%H%M%S%f}.{self.session_epoch or 0}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses to log in a disabled account
