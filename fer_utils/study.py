@@ -547,14 +547,15 @@ def check_data(runs: Iterable[PlannedRun], data_fingerprints: dict[Path, str] | 
             memo[path] = freshness.tree_fingerprint(path, cache / "data-fingerprints.json")
         passed = cache / "data-checked.json"
         known = _read_json_dict(passed)
-        if memo[path] in known:
+        fmt, variant = params.get("data_format", "auto"), params.get("variant", "aligned")
+        key = f"{memo[path]}:{fmt}:{variant}"     # RAF-DB's aligned and original images are two checks
+        if key in known:
             continue
-        fmt = params.get("data_format", "auto")
-        report = check_dataset(path, fmt=fmt, variant=params.get("variant", "aligned"))
+        report = check_dataset(path, fmt=fmt, variant=variant)
         if not report.ok:
             raise DataError(f"the data set {path} has problems; no notebook was run:\n"
                             f"{report.format(max_messages=20)}\n(`fer data check {path}` lists them all)")
-        known[memo[path]] = {"path": str(path), "images_checked": report.images_checked}
+        known[key] = {"path": str(path), "images_checked": report.images_checked}
         cache.mkdir(parents=True, exist_ok=True)
         passed.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
 

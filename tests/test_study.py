@@ -609,6 +609,9 @@ def test_a_damaged_data_set_is_reported_whole_before_any_notebook_runs(tmp_path,
     import fer_utils.data as data_module
     monkeypatch.setattr(data_module, "check_dataset", lambda *a, **k: pytest.fail("decoded again"))
     study.check_data(planned)
+    planned[0].params["variant"] = "original"          # other images of the same data set: checked anew
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        study.check_data(planned)
 
 
 def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
