@@ -607,6 +607,15 @@ def test_a_deleted_accounts_cookie_does_not_open_the_next_account_given_its_id(a
     assert victim.get("/history").status_code == 200  # the victim's own session still works
 
 
+def test_a_wrong_method_is_405_with_its_allow_header(app):
+    client = app.test_client()
+    page = client.put("/login")
+    assert page.status_code == 405 and set(page.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert page.headers["Content-Type"].startswith("text/html")
+    api = client.get("/api/predict")
+    assert api.status_code == 405 and "POST" in api.headers["Allow"] and api.is_json
+
+
 def test_a_cookie_copied_before_logout_stops_working_at_logout(app):
     """A signed session cookie alone would stay valid after logout until it expires: whoever copied
     it (a shared computer, a stolen cookie) would still be logged in. Logout ends every session of

@@ -173,9 +173,11 @@ def _init_pages(app: Flask) -> None:
         message = messages.get(error.code, error.description or error.name)
         if error.code == 400 and getattr(error, "description", "") and "CSRF" not in error.description:
             message = error.description
+        # the error's own headers (Allow on a 405, Retry-After on a 429), not its HTML content type
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
         if request.path.startswith("/api/"):
-            return jsonify(error=message), error.code
-        return render_template("errors/error.html", code=error.code, message=message), error.code
+            return jsonify(error=message), error.code, headers
+        return render_template("errors/error.html", code=error.code, message=message), error.code, headers
 
 
 def human_size(size: int) -> str:
