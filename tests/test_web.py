@@ -746,6 +746,30 @@ def test_login_and_prediction_are_rate_limited(tmp_path, bundle):
         limiter.reset()
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(tmp_path, bundle):
+    """Behind a reverse proxy every request comes from the proxy's address: without trusting it,
+    one visitor's failed logins would lock everyone out. With FER_TRUSTED_PROXIES=1 the address the
+    proxy passes on counts; without it, that header is ignored (a client cannot pick its address)."""
+    from fer_utils.errors import ConfigError
+    from fer_utils.web import settings
+
+    def attempts(client, address, n):
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = address     # as the proxy would set it
+        return [login(client, password="wrong password").status_code for _ in range(n)]
+
+    for proxies, second in ((1, [401]), (0, [429])):
+        app = make_app(tmp_path / str(proxies), bundle, RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="2 per minute",
+                       TRUSTED_PROXIES=proxies)
+        limiter.reset()
+        try:
+            assert attempts(app.test_client(), "203.0.113.7", 3) == [401, 401, 429]
+            assert attempts(app.test_client(), "198.51.100.9", 1) == second
+        finally:
+            limiter.reset()
+    with pytest.raises(ConfigError, match="FER_TRUSTED_PROXIES: expected 0 to 5"):
+        settings.from_environment({"FER_TRUSTED_PROXIES": "9"})
+
+
 def test_korean_by_default_english_on_request(app):
     client = app.test_client()
     assert "로그인" in client.get("/login").get_data(as_text=True)

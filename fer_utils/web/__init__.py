@@ -34,11 +34,16 @@ def create_app(config: dict | None = None) -> Flask:
     config = dict(config or {})
     values = {**settings.DEFAULTS, **settings.from_environment(), **config}
     values["RETENTION_DAYS"] = settings.retention_days(values.get("RETENTION_DAYS"))
+    values["TRUSTED_PROXIES"] = settings.trusted_proxies(values.get("TRUSTED_PROXIES", 0))
     instance = settings.instance_folder(values)
     instance.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
     app.url_map.converters["int"] = RowId  # before any route: ids past SQLite's range are a 404
     app.config.update(values)
+    if values["TRUSTED_PROXIES"]:   # the client's address and scheme as the trusted proxies pass them on
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        proxies = values["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{instance / settings.DATABASE_FILE}")
     app.config.setdefault("UPLOAD_FOLDER", str(instance / settings.UPLOADS))
     if not app.config.get("SECRET_KEY"):

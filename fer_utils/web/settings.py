@@ -2,7 +2,7 @@
 
 ``create_app(config)`` starts from :data:`DEFAULTS`, then the environment (:data:`ENVIRONMENT`:
 ``FER_SECRET_KEY``, ``FER_WEB_BUNDLE``, ``FER_RETENTION_DAYS``, ``FER_RATELIMIT_STORAGE_URI``,
-``FER_SECURE_COOKIES``), then ``config``. The secret key is never written in
+``FER_SECURE_COOKIES``, ``FER_TRUSTED_PROXIES``), then ``config``. The secret key is never written in
 code: it comes from ``FER_SECRET_KEY`` or is generated once into ``<instance>/secret_key``
 (mode 0600) and read from there on every start, so sessions survive a restart.
 """
@@ -51,10 +51,15 @@ DEFAULTS: dict = {
     "ADMIN_PER_PAGE": 25,
     # Privacy: uploads older than this many days are purged by `fer web purge` (None: kept).
     "RETENTION_DAYS": None,
+    # Reverse proxies in front of the site whose X-Forwarded-For / -Proto it trusts (Werkzeug's
+    # ProxyFix): 0 trusts none, so a client cannot spoof its address; behind one proxy set 1, or
+    # every visitor has the proxy's address and the per-address rate limits become one for all.
+    "TRUSTED_PROXIES": 0,
 }
 
 ENVIRONMENT = {"FER_SECRET_KEY": "SECRET_KEY", "FER_WEB_BUNDLE": "FER_BUNDLE", "FER_RETENTION_DAYS": "RETENTION_DAYS",
-               "FER_RATELIMIT_STORAGE_URI": "RATELIMIT_STORAGE_URI", "FER_SECURE_COOKIES": "SESSION_COOKIE_SECURE"}
+               "FER_RATELIMIT_STORAGE_URI": "RATELIMIT_STORAGE_URI", "FER_SECURE_COOKIES": "SESSION_COOKIE_SECURE",
+               "FER_TRUSTED_PROXIES": "TRUSTED_PROXIES"}
 
 
 def from_environment(env=None) -> dict:
@@ -68,7 +73,21 @@ def from_environment(env=None) -> dict:
         if value not in ("1", "0", "true", "false", "yes", "no"):
             raise ConfigError(f"FER_SECURE_COOKIES: expected 1/0 (true/false), got {value!r}")
         found["SESSION_COOKIE_SECURE"] = found["REMEMBER_COOKIE_SECURE"] = value in ("1", "true", "yes")
+    if "TRUSTED_PROXIES" in found:
+        found["TRUSTED_PROXIES"] = trusted_proxies(found["TRUSTED_PROXIES"], "FER_TRUSTED_PROXIES")
     return found
+
+
+def trusted_proxies(value, name: str = "TRUSTED_PROXIES") -> int:
+    """``value`` as a number of trusted reverse proxies (0 to 5); ConfigError naming ``name``."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected the number of reverse proxies in front of the site (0-5), "
+                          f"got {value!r}") from None
+    if not 0 <= count <= 5:
+        raise ConfigError(f"{name}: expected 0 to 5 reverse proxies, got {count}")
+    return count
 
 
 def retention_days(value, name: str = "RETENTION_DAYS") -> int | None:
