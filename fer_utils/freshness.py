@@ -123,10 +123,14 @@ def read_stamp(notebook: str | os.PathLike) -> dict | None:
     return stamp if isinstance(stamp, dict) and isinstance(stamp.get("fingerprint"), str) else None
 
 
-def new_stamp(fingerprint: str, seconds: float) -> dict:
-    """The stamp of a run that just finished in ``seconds``."""
-    return {"version": STAMP_VERSION, "fingerprint": fingerprint, "seconds": round(float(seconds), 2),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+def new_stamp(fingerprint: str, seconds: float, speed: Mapping | None = None) -> dict:
+    """The stamp of a run that just finished in ``seconds``; ``speed``: the host's speed measured
+    before it (:mod:`fer_utils.speed`), kept so that a skipped run keeps its factor."""
+    stamp = {"version": STAMP_VERSION, "fingerprint": fingerprint, "seconds": round(float(seconds), 2),
+             "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+    if speed is not None:
+        stamp["speed"] = dict(speed)
+    return stamp
 
 
 def upstream_stamps(out_dir: str | os.PathLike, needs: Iterable[str]) -> list:

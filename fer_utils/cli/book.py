@@ -25,6 +25,13 @@ def book_build(root, no_strict):
     from .. import study as st
     from .. import studycheck
 
+    runs = project().runs if root is None else None
+    factor = None
+    budget = st.budget_profile() if runs is not None else None
+    if budget is not None and studycheck.budget_profile(runs) == budget:   # the book is a step of the budget
+        from .. import speed
+
+        factor = speed.measure().factor
     start = time.perf_counter()
     try:
         html = st.build_book(root, strict=not no_strict)
@@ -32,6 +39,7 @@ def book_build(root, no_strict):
         raise click.ClickException(f"jupyter-book build failed (exit {exc.returncode}); "
                                    "did `fer study run` produce book/experiments?")
     seconds = time.perf_counter() - start
-    click.echo(f"book built in {seconds:.1f} s: {html / 'index.html'}")
-    if root is None:
-        studycheck.add_book_seconds(project().runs, seconds)
+    click.echo(f"book built in {seconds:.1f} s" + (f" (speed factor {factor:.2f})" if factor else "")
+               + f": {html / 'index.html'}")
+    if runs is not None:
+        studycheck.add_book_seconds(runs, seconds, factor)

@@ -42,24 +42,27 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
 
     runs = st.plan_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir,
                          only=only, manifest_path=manifest)
-    data_seconds = None
+    checks = st.load_manifest(manifest).get("checks") or {}
+    budgeted = checks.get("profile") == profile   # the host's speed is measured before each step
+    data_step = None
     if data_path is None:
         for path in st.data_sets(runs):  # the project's default data set, when a run reads it
-            data_seconds = (data_seconds or 0.0) + _generate_default_data(path)
-    done = st.execute_study(runs, echo=click.echo, force=force)
+            data_step = _generate_default_data(path, budgeted)
+    done = st.execute_study(runs, echo=click.echo, force=force, measure_speed=budgeted)
     executed = [o for o in done if o.executed]
     click.echo(f"{len(executed)} notebook run(s) executed, {len(done) - len(executed)} unchanged and skipped; "
                f"{sum(o.seconds for o in done):.1f} s now")
     runs_folder = runs_root or project().runs
-    if data_seconds == 0.0:  # the data set was there: its cost is that of the run that made it
-        data_seconds = studycheck.previous_data_seconds(runs_folder, profile)
-    click.echo("time per step (each notebook as its last execution took: a cold run's time):")
-    seconds = studycheck.seconds_per_step(data_seconds, [(o.run.notebook, o.run_seconds) for o in done])
-    checks = st.load_manifest(manifest).get("checks")
-    for line in studycheck.budget_lines(checks, profile, seconds):
+    if data_step is not None and data_step[0] == 0.0:  # the data set was there: the run that made it counts
+        data_step = studycheck.previous_data_step(runs_folder, profile)
+    click.echo("time per step (each notebook as its last execution took: a cold run's time"
+               + ("; its limit is its share x the host's speed factor measured before it x the tolerance)"
+                  if budgeted else ")") + ":")
+    steps = studycheck.seconds_per_step(data_step, [(o.run.notebook, o.run_seconds, o.factor) for o in done])
+    for line in studycheck.budget_lines(checks, profile, steps):
         click.echo(line)
     if not only:  # the timing record is the whole study's
-        studycheck.write_times(runs_folder, profile, data_seconds, done)
+        studycheck.write_times(runs_folder, profile, data_step, done)
 
 
 @study.command("check")
@@ -71,7 +74,8 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
 def study_check(profile, data_path, manifest):
     """Check a finished study (after `fer study run` and `fer book build`): every planned run left
     an executed notebook, a run record and a page of the book; in the manifest's checks profile,
-    no trained model collapsed and every step kept within its time share. Exit 1 on a problem."""
+    no trained model collapsed and every step kept within its limit (its share x the host's speed
+    factor measured before it x the manifest's tolerance). Exit 1 on a problem."""
     from .. import study as st
     from .. import studycheck
 
@@ -86,12 +90,13 @@ def study_check(profile, data_path, manifest):
     click.echo(f"study check passed: {len(planned)} run(s) of profile {profile!r}")
 
 
-def _generate_default_data(path: Path) -> float:
+def _generate_default_data(path: Path, measure_speed: bool = False) -> tuple[float, float | None]:
     """Write the embedded synthetic data set at ``path`` when it is missing or when another
     generator version made the synthetic set there (it is replaced by the current default: an
     older default would not be what the default profile was calibrated on); anything else there,
     a current-version set of other settings included, is left alone. Returns the seconds it took
-    (0 when nothing was written)."""
+    (0 when nothing was written) and, with ``measure_speed``, the host's speed factor measured
+    before it (:mod:`fer_utils.speed`; else None)."""
     import os
     import time
 
@@ -103,8 +108,13 @@ def _generate_default_data(path: Path) -> float:
         click.echo(f"{path} was made by another version of the generator: generating the embedded "
                    f"synthetic data set (version {synthetic.GENERATOR_VERSION}) in its place")
     else:
-        return 0.0
+        return 0.0, None
+    factor = None
+    if measure_speed:
+        from .. import speed
+
+        factor = speed.measure().factor
     start = time.perf_counter()
     synthetic.generate(path, seed=synthetic.DEFAULT_SEED, scale=synthetic.DEFAULT_SCALE,
                        workers=os.cpu_count() or 1)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, factor
