@@ -71,6 +71,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -89,7 +90,7 @@ QUICK_PROFILE, QUICK_MAX_CELLS = "quick", 2
 NOTEBOOK_KEYS = {"title", "runs", "grid", "profiles", "seeds", "book", "needs"}
 BOOK_KEYS = {"root", "caption", "pages", "planned"}         # the manifest's book:
 PAGE_KEYS = {"parent", "part"}                   # a notebook's book:
-CHECK_KEYS = {"profile", "minutes", "shares", "min_gain_over_majority"}   # the manifest's checks:
+CHECK_KEYS = {"profile", "minutes", "shares", "tolerance", "min_gain_over_majority"}   # the manifest's checks:
 STUDY_STEPS = ("data", "book")                   # steps of `make study` besides the notebooks
 PROFILE_KEYS = {"grid", "runs", "skip"}                  # a notebook's profile entry keys that are not parameters
 PAGES = BOOK_OUT.as_posix()
@@ -122,6 +123,7 @@ class RunOutcome:
     seconds: float         # spent now: executing it, or finding it unchanged
     executed: bool         # False: unchanged since its last execution, skipped
     run_seconds: float     # the execution that made the notebook now in place (the cold cost)
+    factor: float | None = None   # the host's speed factor measured before that execution (fer_utils.speed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +286,10 @@ def _check_checks(manifest: dict, profiles: list[str], source: str) -> None:
     if sum(shares.values()) > checks["minutes"] + 1e-9:
         raise ConfigError(f"{where}: the shares add up to {sum(shares.values()):g} minutes, more than "
                           f"'minutes' ({checks['minutes']:g})")
+    tol = checks.get("tolerance", 1)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 1 <= tol <= 3:
+        raise ConfigError(f"{where}, tolerance: expected a number from 1 to 3 (the slack on top of each share "
+                          f"x the host's speed factor), got {tol!r}")
     gain = checks.get("min_gain_over_majority", 0)
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain < 1:
         raise ConfigError(f"{where}, min_gain_over_majority: expected a number in [0, 1), got {gain!r}")
@@ -423,11 +429,22 @@ def plan(manifest: dict, profile: str = "default", data_path: str | Path | None 
 QUIET_HUB = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 
+def kernel_config(sockets: str | Path):
+    """The kernel manager's configuration for a notebook run: the kernel talks to papermill over
+    Unix sockets in the private folder ``sockets`` (IPC transport) rather than over plain-text TCP
+    on the loopback, which ipykernel warns about on every start."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+
+
 def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = None,
-            log_output: bool = False, fingerprint: str | None = None) -> float:
+            log_output: bool = False, fingerprint: str | None = None, speed: dict | None = None) -> float:
     """Execute one planned run with papermill in ``cwd`` (None: the project folder); returns
     seconds. Raises on a failing cell. With ``fingerprint`` (:func:`run_fingerprint`), the executed
-    notebook is stamped with it (:mod:`fer_utils.freshness`), so that an unchanged re-run skips it."""
+    notebook is stamped with it (:mod:`fer_utils.freshness`), so that an unchanged re-run skips it,
+    and with ``speed`` (:meth:`fer_utils.speed.Speed.as_record`: the host's speed measured before
+    it), so that a skipped run keeps the factor of the execution that made it."""
     import papermill as pm
 
     run.output.parent.mkdir(parents=True, exist_ok=True)
@@ -441,9 +458,11 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
     # load require.js and the widget manager from a CDN to show an empty bar.
     saved = os.environ.get(QUIET_HUB)
     os.environ[QUIET_HUB] = "1"
+    sockets = tempfile.mkdtemp(prefix="fer-kernel-")   # private (0700), short: a socket path has ~100 bytes
     try:
         pm.execute_notebook(str(run.source), str(running), parameters=_relative_paths(run.params, cwd),
-                            kernel_name=kernel, cwd=str(cwd), log_output=log_output, progress_bar=False)
+                            kernel_name=kernel, cwd=str(cwd), log_output=log_output, progress_bar=False,
+                            config=kernel_config(sockets))
     except pm.PapermillExecutionError as exc:
         os.replace(running, failed)
         kept = f"; the page from its last good run is unchanged ({run.output})" if run.output.exists() else ""
@@ -454,13 +473,14 @@ def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = N
         running.unlink(missing_ok=True)     # interrupted or papermill itself failed: no half page
         raise
     finally:
+        shutil.rmtree(sockets, ignore_errors=True)
         if saved is None:
             os.environ.pop(QUIET_HUB, None)
         else:
             os.environ[QUIET_HUB] = saved
     seconds = time.perf_counter() - start
     _finish_notebook(running, None if run.name == "default" else run.name,
-                     None if fingerprint is None else freshness.new_stamp(fingerprint, seconds))
+                     None if fingerprint is None else freshness.new_stamp(fingerprint, seconds, speed))
     os.replace(running, run.output)
     failed.unlink(missing_ok=True)          # an earlier failure's traceback is out of date now
     return seconds
@@ -517,6 +537,11 @@ def plan_study(profile: str = "default", data_path: str | Path | None = None,
     resolved = [None if p is None else Path(p).resolve() for p in (data_path, runs_root, out_dir, cache_dir)]
     return plan(manifest, profile, *resolved, only=only,
                 notebooks_dir=Path(manifest_path).resolve().parent if manifest_path is not None else None)
+
+
+def budget_profile(manifest_path: str | Path | None = None) -> str | None:
+    """The profile the manifest's time budget (``checks``) applies to; None without a budget."""
+    return (load_manifest(manifest_path).get("checks") or {}).get("profile")
 
 
 def data_sets(runs: Iterable[PlannedRun]) -> list[Path]:
@@ -588,7 +613,8 @@ def run_fingerprint(run: PlannedRun, data_fingerprints: dict[Path, str] | None =
     return freshness.run_fingerprint(run.source, _relative_paths(run.params, cwd), data, upstream)
 
 
-def execute_study(runs: list[PlannedRun], echo=print, force: bool = False) -> list[RunOutcome]:
+def execute_study(runs: list[PlannedRun], echo=print, force: bool = False,
+                  measure_speed: bool = False) -> list[RunOutcome]:
     """Execute planned runs in order, after :func:`check_data`; returns one :class:`RunOutcome`
     per run.
 
@@ -598,6 +624,10 @@ def execute_study(runs: list[PlannedRun], echo=print, force: bool = False) -> li
     fails; a failing notebook stops the study (:class:`StudyRunError`), leaving the page of its last
     good run as it was and its executed copy with the traceback in a hidden file beside it
     (:func:`execute`); it executes again next time.
+
+    With ``measure_speed`` (the budget's profile), the host's speed is measured before each run that
+    executes (:func:`fer_utils.speed.measure`, about a second) and stored in its stamp; a skipped run
+    keeps the factor of the execution that made it.
     """
     data_fingerprints: dict[Path, str] = {}
     check_data(runs, data_fingerprints)
@@ -608,14 +638,22 @@ def execute_study(runs: list[PlannedRun], echo=print, force: bool = False) -> li
         stamp = None if force else freshness.is_current(run.output, fingerprint, run.params.get("run_dir"))
         if stamp is not None:
             seconds = time.perf_counter() - start
+            factor = (stamp.get("speed") or {}).get("factor")
             echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} unchanged since {stamp.get('finished', '?')[:16]} "
-                 f"UTC (it ran in {stamp.get('seconds', 0):.1f} s): skipped")
-            done.append(RunOutcome(run, seconds, False, float(stamp.get("seconds", 0.0))))
+                 f"UTC (it ran in {stamp.get('seconds', 0):.1f} s"
+                 + (f" at speed factor {factor:.2f}" if factor is not None else "") + "): skipped")
+            done.append(RunOutcome(run, seconds, False, float(stamp.get("seconds", 0.0)), factor))
             continue
-        echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} ...")
-        seconds = execute(run, fingerprint=fingerprint)
+        speed = None
+        if measure_speed:
+            from . import speed as speed_module   # torch: only when the budget's profile runs
+
+            speed = speed_module.measure().as_record()
+        echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} ..."
+             + (f" (speed factor {speed['factor']:.2f})" if speed else ""))
+        seconds = execute(run, fingerprint=fingerprint, speed=speed)
         echo(f"[{i}/{len(runs)}] {run.notebook} / {run.name} done in {seconds:.1f} s -> {run.output}")
-        done.append(RunOutcome(run, time.perf_counter() - start, True, seconds))
+        done.append(RunOutcome(run, time.perf_counter() - start, True, seconds, speed and speed["factor"]))
     return done
 
 
@@ -628,10 +666,12 @@ def run_study(profile: str = "default", data_path: str | Path | None = None,
     runs are skipped unless ``force`` (:func:`execute_study`).
 
     Every run is planned and the data set checked before the first one executes
-    (:func:`plan_study`, :func:`check_data`): an error there writes nothing.
+    (:func:`plan_study`, :func:`check_data`): an error there writes nothing. In the profile of the
+    manifest's time budget (``checks.profile``), the host's speed is measured before each executed
+    run (:func:`execute_study`).
     """
     runs = plan_study(profile, data_path, runs_root, out_dir, cache_dir, only, manifest_path)
-    return execute_study(runs, echo, force)
+    return execute_study(runs, echo, force, measure_speed=budget_profile(manifest_path) == profile)
 
 
 def render_toc(manifest: dict) -> str:

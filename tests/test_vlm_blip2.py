@@ -235,3 +235,35 @@ def test_original_architecture_on_meta_device():
     assert sum(p.numel() for p in model.parameters()) == 3_942_446_592  # Salesforce/blip2-flan-t5-xl: 3.94 B
     assert config.num_query_tokens == 32 and config.vision_config.num_hidden_layers == 39
     assert config.text_config.d_model == 2048 and config.text_config.num_decoder_layers == 24
+
+
+class _Terminal(__import__("io").StringIO):
+    def isatty(self):
+        return True
+
+
+def test_loading_draws_no_progress_bar_off_a_terminal_nor_for_a_quick_load(saved, monkeypatch):
+    """transformers draws "Loading weights" with tqdm on stderr: not when stderr is a log or a pipe,
+    and on a terminal only for a load that lasts over a second (a tiny model's does not); the bar
+    itself still works inside the block (a slow load on a terminal shows it)."""
+    import sys
+    import time
+
+    from transformers.utils.logging import tqdm as hf_tqdm
+
+    from fer_utils.vlm.base import quiet_loading
+
+    for stream in (__import__("io").StringIO(), _Terminal()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        Blip2Captioner.from_pretrained(str(saved["opt"]), device="cpu")
+        assert stream.getvalue() == "", stream.getvalue()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with quiet_loading():
+        for _ in hf_tqdm(range(3), desc="Loading weights", file=terminal, mininterval=0):
+            time.sleep(0.6)
+    assert "Loading weights" in terminal.getvalue()
+    outside = __import__("io").StringIO()       # outside the block: transformers' own behaviour
+    for _ in hf_tqdm(range(2), desc="Loading weights", file=outside):
+        pass
+    assert "Loading weights" in outside.getvalue()

@@ -21,7 +21,9 @@ captions for the same inputs (pixels; or id and label for captioners with ``cach
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,31 @@ import numpy as np
 import pandas as pd
 
 from fer_utils.errors import ConfigError
+
+PROGRESS_DELAY = 1.0
+"""Seconds a model load runs before transformers' progress bar ("Loading weights") appears."""
+
+
+def _calm_bar(factory, args, kwargs):
+    """transformers' tqdm hook: no bar when stderr is not a terminal (a log, a pipe, a notebook's
+    output), and none for work that ends within :data:`PROGRESS_DELAY` seconds."""
+    kwargs = {**kwargs, "delay": max(kwargs.get("delay") or 0, PROGRESS_DELAY)}
+    if not (getattr(sys.stderr, "isatty", None) and sys.stderr.isatty()):
+        kwargs["disable"] = True
+    return factory(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Load transformers models inside this block: their loading bars only show on a terminal, and
+    only after a second (a tiny model's load draws nothing; BLIP-2 flan-t5-xl's still shows)."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.set_tqdm_hook(_calm_bar)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 @dataclass(frozen=True)

