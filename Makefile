@@ -61,9 +61,10 @@ synth: install
 book: install
 	$(BIN)/fer book build
 
+# One pytest-xdist worker per core, each test module on one worker (its module fixtures built once).
 test: install
 	bash .ci/install-browser.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf _build book/experiments data/runs data/cache .cache

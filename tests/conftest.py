@@ -22,6 +22,10 @@ for var, sub in {
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: each worker's torch (and the notebook kernels and
+    # servers it starts) on one thread, or two workers' thread pools fight over the same cores
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,3 +47,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+FIRST = ("test_study.py",)
+"""Modules that run first: the quick study (test_study.py, about 4 minutes) is the longest chain of
+the suite, so under pytest-xdist (`make test`: one worker per core, a module per worker) it starts
+at once while the other workers share out the rest."""
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)   # stable: the order within stays

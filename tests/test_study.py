@@ -222,14 +222,16 @@ def test_quick_runs_at_most_two_cells_of_every_grid():
 
 
 ALL_ORIGINAL_ROWS = ["vgg16-original", "resnet18-original", "densenet121-original"]
-PROFILE_ORIGINAL_ROWS = {"quick": ALL_ORIGINAL_ROWS, "default": ["resnet18-original"], "full": ALL_ORIGINAL_ROWS}
+PROFILE_ORIGINAL_ROWS = {"quick": ["resnet18-original"], "default": ["resnet18-original"], "full": ALL_ORIGINAL_ROWS}
+PROFILE_MODELS = {"quick": ["resnet18", "densenet121"], "default": ["vgg16", "resnet18", "densenet121"],
+                  "full": ["vgg16", "resnet18", "densenet121"]}   # quick: no 0.55 GB VGG16 bundle in the tests
 
 
 def test_run_names_of_the_committed_manifest_are_unchanged():
     manifest = study.load_manifest(MANIFEST)
     for profile in ("quick", "default", "full"):
         cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
-        expected = ["vgg16", "resnet18", "densenet121", *PROFILE_ORIGINAL_ROWS[profile]]
+        expected = [*PROFILE_MODELS[profile], *PROFILE_ORIGINAL_ROWS[profile]]
         if profile == "full":
             expected = [f"{m}-s{s}" for m in expected for s in (1, 2, 3)]
         assert [r.name for r in cnn] == expected
@@ -425,7 +427,7 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     assert json.loads((bundle / "bundle.json").read_text())["kind"] == "fused"
     # the introduction's status section is written from the run records at build time
     status = (paths.root / "book" / "generated" / "status.md").read_text(encoding="utf-8")
-    assert "| CNN baselines | measured | 6 |" in status and "| planned |" not in status   # nothing left planned
+    assert "| CNN baselines | measured | 3 |" in status and "| planned |" not in status   # nothing left planned
     assert "| Augmentation: which transforms help? | measured | 1 |" in status
     assert "Findings so far" in status and "synthetic" in status
     intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
@@ -435,7 +437,7 @@ def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
         mp.setenv(ENV_HOME, str(paths.root))
         res = CliRunner().invoke(main, ["study", "check", "--profile", "quick", "--data", str(synthetic_rafdb)])
     assert res.exit_code == 0, res.output
-    assert "study check passed: 15 run(s) of profile 'quick'" in res.output
+    assert "study check passed: 11 run(s) of profile 'quick'" in res.output
     for stem, heading in (("07_augmentation", "Adopted:"), ("08_class_weights", "The class weights")):
         page = html_lib.unescape(re.sub(r"<[^>]+>", " ", (html / "book" / "experiments" / stem / "default.html")
                                         .read_text(encoding="utf-8")))
@@ -463,19 +465,19 @@ def test_the_ablation_notebooks_record_every_setting_and_seed(quick_study):
     plain setting and the adoption; 08 on the fusion run's inputs (its plain heads repeat 06's runs)
     and, as the quick profile sets train_cnn, on the CNN trained end to end."""
     from fer_utils import ablation
-    from fer_utils.options import AUGMENTATION_SETTINGS, IMBALANCE_TREATMENTS
 
     paths, _ = quick_study
     aug = runs.load_run(paths.runs / "07_augmentation" / "default")
     m = aug["metrics"]
-    assert m["settings"] == {"cnn": list(AUGMENTATION_SETTINGS)} and m["seeds"] == [1]
-    assert len(aug["predictions"]) == len(AUGMENTATION_SETTINGS) * m["n"]
-    assert len(m["comparisons"]) == len(AUGMENTATION_SETTINGS) - 1 and m["adoption"]["cnn"]["adopted"]
+    settings = ["none", "hflip", "rrc_0.8"]   # the quick profile's (all eight: tests/test_ablation.py)
+    assert m["settings"] == {"cnn": settings} and m["seeds"] == [1]
+    assert len(aug["predictions"]) == len(settings) * m["n"]
+    assert len(m["comparisons"]) == len(settings) - 1 and m["adoption"]["cnn"]["adopted"]
     assert not ablation.results_table(m, "cnn").astype(str).apply(lambda c: c.str.contains("±")).any().any()
     imb = runs.load_run(paths.runs / "08_class_weights" / "default")
     m = imb["metrics"]
     assert set(m["groups"]) == {"cnn_head", "fused_head", "cnn"}
-    assert {len(v) for v in m["settings"].values()} == {len(IMBALANCE_TREATMENTS)}
+    assert {tuple(v) for v in m["settings"].values()} == {("none", "effective", "focal")}   # the quick profile's
     fusion = runs.load_run(paths.runs / "06_fusion" / "default")["metrics"]
     assert m["fusion"]["fused_head"] == fusion["controls_and_sweep_head"]
     assert m["fusion"]["cnn_bundle"] == fusion["cnn_bundle"]["path"]
@@ -504,12 +506,6 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
         assert all(o.run_seconds == pytest.approx(c.run_seconds, abs=0.01) for o, c in zip(warm, cold))
         assert all("skipped" in line for line in lines)
 
-        # an edited notebook re-runs, with nothing that does not read its records
-        source = paths.notebooks / "05_vlm_compare.ipynb"
-        nb = nbformat.read(source, as_version=4)
-        nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
-        nbformat.write(nb, source)
-        assert rerun()[0] == {"05_vlm_compare/default"}
         # a run record that went missing: that run executes again
         shutil.rmtree(paths.runs / "03_cnn_compare" / "default")
         assert rerun()[0] == {"03_cnn_compare/default"}
@@ -518,6 +514,19 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
         assert [o.executed for o in study.execute_study([one], echo=lines.append, force=True)] == [True]
         assert rerun()[0] == {"05_vlm_compare/default"}
         assert study.freshness.read_stamp(one.output)["seconds"] > 0
+        # an edited notebook is out of date, and nothing that does not read its records is (what the
+        # next rerun would execute; executing it is what the two reruns above show)
+        planned = study.plan_study("quick", data_path=synthetic_rafdb)
+        current = [study.freshness.is_current(r.output, study.run_fingerprint(r), r.params.get("run_dir"))
+                   is not None for r in planned]
+        assert all(current)
+        source = paths.notebooks / "05_vlm_compare.ipynb"
+        nb = nbformat.read(source, as_version=4)
+        nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
+        nbformat.write(nb, source)
+        stale = {f"{r.notebook}/{r.name}" for r in planned
+                 if study.freshness.is_current(r.output, study.run_fingerprint(r), r.params.get("run_dir")) is None}
+        assert stale == {"05_vlm_compare/default"}
         # a changed data set (one image's bytes) changes the fingerprint of every run that reads it
         # (and so, once they re-execute, of those that need them); a page reading no data keeps its own
         planned = study.plan_study("quick", data_path=synthetic_rafdb)
@@ -639,3 +648,32 @@ def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
     assert not output.with_name(".default.running.ipynb").exists()
     study.execute(run(False), cwd=tmp_path)
     assert not failed.exists() and "all good" in output.read_text()
+
+
+def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(tmp_path, capfd):
+    """In the budget's profile each executed run is preceded by the reference workload
+    (fer_utils.speed); its factor goes into the run's stamp and outcome, and a run skipped as
+    unchanged reports the factor of the execution that made it. The kernel talks over Unix sockets:
+    no ipykernel warning about plain-text TCP on stderr."""
+    from fer_utils import speed
+
+    source = tmp_path / "tiny.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(n + 1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, source)
+    run = study.PlannedRun("tiny", "default", {"n": 1}, source, tmp_path / "out" / "tiny" / "default.ipynb")
+    lines = []
+    (done,) = study.execute_study([run], echo=lines.append, measure_speed=True)
+    assert done.executed and done.factor > 0
+    stamp = study.freshness.read_stamp(run.output)
+    assert stamp["speed"]["workload"] == speed.WORKLOAD and stamp["speed"]["factor"] == done.factor
+    assert len(stamp["speed"]["samples"]) == speed.SAMPLES and stamp["speed"]["threads"] >= 1
+    assert f"(speed factor {done.factor:.2f})" in lines[0]
+    (again,) = study.execute_study([run], echo=lines.append, measure_speed=True)
+    assert not again.executed and again.factor == done.factor and f"at speed factor {done.factor:.2f}" in lines[-1]
+    (unmeasured,) = study.execute_study([run], echo=lines.append, force=True)   # not the budget's profile
+    assert unmeasured.executed and unmeasured.factor is None and "speed" not in study.freshness.read_stamp(run.output)
+    err = capfd.readouterr().err
+    assert "Kernel is running over TCP" not in err and "IPKernelApp" not in err, err

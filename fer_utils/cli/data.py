@@ -28,9 +28,9 @@ def data():
               help="Processes drawing images (the output is the same whatever the number).")
 def data_synth(out, seed, scale, min_per_class, workers):
     """Write the synthetic face data set in RAF-DB's exact on-disk layout."""
+    out = out or project().synthetic   # before the imports: no project folder is said at once
     from ..data import synthetic
 
-    out = out or project().synthetic
     seed = synthetic.DEFAULT_SEED if seed is None else seed
     scale = synthetic.DEFAULT_SCALE if scale is None else scale
     if scale <= 0:

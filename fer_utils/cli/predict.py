@@ -46,12 +46,12 @@ def predict_cmd(images, bundle, data_path, device, crop):
     others are still answered. Warnings (e.g. a tiny image) go to stderr. Exit status: 0 all
     answered; 1 some image failed; 2 no answer at all (unusable bundle, bad option).
     """
+    folders = project() if bundle is None else None   # before the imports: no project folder is said at once
     from ..predict import Predictor, choose_bundle
 
     if bundle is None:
         from ..data import describe_dataset, load_dataset
 
-        folders = project()
         if data_path is None and not folders.synthetic.exists():
             raise click.UsageError(f"no --bundle given, and the default data set {folders.synthetic} does not "
                                    "exist (so no bundle is trained on it): run `make study`, or pass --bundle DIR "
