@@ -61,10 +61,11 @@ synth: install
 book: install
 	$(BIN)/fer book build
 
-# One pytest-xdist worker per core, each test module on one worker (its module fixtures built once).
+# One pytest-xdist worker per core, each test module on one worker (its module fixtures built once);
+# the 25 slowest tests are listed at the end, to keep the suite within its 6 minutes.
 test: install
 	bash .ci/install-browser.sh
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=25
 
 clean:
 	rm -rf _build book/experiments data/runs data/cache .cache

@@ -1,6 +1,7 @@
 """BLIP-2 captioner (fer_utils.vlm.blip2) on tiny models built in code: no download, a few seconds."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_original_architecture_on_meta_device():
     assert config.text_config.d_model == 2048 and config.text_config.num_decoder_layers == 24
 
 
-class _Terminal(__import__("io").StringIO):
+class _Terminal(io.StringIO):
     def isatty(self):
         return True
 
@@ -246,24 +247,32 @@ def test_loading_draws_no_progress_bar_off_a_terminal_nor_for_a_quick_load(saved
     """transformers draws "Loading weights" with tqdm on stderr: not when stderr is a log or a pipe,
     and on a terminal only for a load that lasts over a second (a tiny model's does not); the bar
     itself still works inside the block (a slow load on a terminal shows it)."""
+    import io
     import sys
     import time
 
+    from transformers.utils import logging as hf_logging
     from transformers.utils.logging import tqdm as hf_tqdm
 
     from fer_utils.vlm.base import quiet_loading
 
-    for stream in (__import__("io").StringIO(), _Terminal()):
-        monkeypatch.setattr(sys, "stderr", stream)
-        Blip2Captioner.from_pretrained(str(saved["opt"]), device="cpu")
-        assert stream.getvalue() == "", stream.getvalue()
-    terminal = _Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    with quiet_loading():
-        for _ in hf_tqdm(range(3), desc="Loading weights", file=terminal, mininterval=0):
-            time.sleep(0.6)
-    assert "Loading weights" in terminal.getvalue()
-    outside = __import__("io").StringIO()       # outside the block: transformers' own behaviour
-    for _ in hf_tqdm(range(2), desc="Loading weights", file=outside):
-        pass
-    assert "Loading weights" in outside.getvalue()
+    enabled = hf_logging.is_progress_bar_enabled()   # another test of this process may have turned them off
+    hf_logging.enable_progress_bar()
+    try:
+        for stream in (io.StringIO(), _Terminal()):
+            monkeypatch.setattr(sys, "stderr", stream)
+            Blip2Captioner.from_pretrained(str(saved["opt"]), device="cpu")
+            assert stream.getvalue() == "", stream.getvalue()
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        with quiet_loading():
+            for _ in hf_tqdm(range(3), desc="Loading weights", file=terminal, mininterval=0):
+                time.sleep(0.6)
+        assert "Loading weights" in terminal.getvalue()
+        outside = io.StringIO()       # outside the block: transformers' own behaviour, a bar anywhere
+        for _ in hf_tqdm(range(2), desc="Loading weights", file=outside):
+            pass
+        assert "Loading weights" in outside.getvalue()
+    finally:
+        if not enabled:
+            hf_logging.disable_progress_bar()

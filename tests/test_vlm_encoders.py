@@ -187,8 +187,9 @@ def test_make_encoder_builds_by_name_and_rejects_unknown_names_and_arguments(tin
         E.make_encoder("clip", model_id="openai/clip-vit-large-patch14", device="cpu")
 
 
-def test_importing_the_module_loads_no_model_library():
-    code = ("import sys, fer_utils.vlm.encoders; "
+def test_importing_the_modules_loads_no_model_library():
+    """Text and image encoders (one interpreter for both: each start imports torch)."""
+    code = ("import sys, fer_utils.vlm.encoders, fer_utils.vlm.image_encoders; "
             "print([m for m in ('transformers', 'open_clip', 'sentence_transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
