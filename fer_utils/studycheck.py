@@ -173,9 +173,11 @@ def step_limit(checks: Mapping, step: str, time_: StepTime) -> float | None:
     return None if share is None else share * 60 * time_.factor * tolerance(checks)
 
 
-def budget_lines(checks: Mapping | None, profile: str, steps: Mapping[str, StepTime]) -> list[str]:
+def budget_lines(checks: Mapping | None, profile: str, steps: Mapping[str, StepTime],
+                 total: bool = True) -> list[str]:
     """One line per step: its seconds and, in the budget's profile, its speed factor and limit
-    (share x factor x tolerance; ``OVER`` when past it)."""
+    (share x factor x tolerance; ``OVER`` when past it); then, with ``total`` (not for a part of
+    the study), the whole study against the scaled budget."""
     checks = checks or {}
     budgeted = checks.get("profile") == profile and bool(checks.get("shares"))
     lines = []
@@ -190,12 +192,12 @@ def budget_lines(checks: Mapping | None, profile: str, steps: Mapping[str, StepT
         else:
             lines.append(f"  {step:<20} {spent.seconds:7.1f} s" + (f"  factor {spent.factor:4.2f}"
                                                                  if budgeted else ""))
-    if budgeted and steps:
-        total = sum(steps.values(), StepTime(0.0, 0.0))
-        limit = checks["minutes"] * 60 * total.factor * tolerance(checks)
-        lines.append(f"  {'total':<20} {total.seconds:7.1f} s  factor {total.factor:4.2f}  limit {limit:6.0f} s "
-                     f"({checks['minutes']:g} min x {total.factor:.2f} x {tolerance(checks):g}) "
-                     f"{total.seconds / limit:4.0%} {'ok' if total.seconds <= limit else 'OVER'}")
+    if budgeted and steps and total:
+        whole = sum(steps.values(), StepTime(0.0, 0.0))
+        limit = checks["minutes"] * 60 * whole.factor * tolerance(checks)
+        lines.append(f"  {'total':<20} {whole.seconds:7.1f} s  factor {whole.factor:4.2f}  limit {limit:6.0f} s "
+                     f"({checks['minutes']:g} min x {whole.factor:.2f} x {tolerance(checks):g}) "
+                     f"{whole.seconds / limit:4.0%} {'ok' if whole.seconds <= limit else 'OVER'}")
     return lines
 
 

@@ -624,15 +624,20 @@ def test_a_damaged_data_set_is_reported_whole_before_any_notebook_runs(tmp_path,
         study.check_data(planned)
 
 
+def _tiny_notebook(path: Path, parameters: str, body: str) -> Path:
+    """A two-cell notebook (a ``parameters`` cell, then ``body``) for the python3 kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
 def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
     """A run that fails leaves the page of its last good run as it was; its traceback goes to a
     hidden file beside it (the book ignores it), which the next good run removes."""
-    source = tmp_path / "fails.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("fail = False", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("assert not fail, 'asked to fail'\nprint('all good')")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, source)
+    source = _tiny_notebook(tmp_path / "fails.ipynb", "fail = False", "assert not fail, 'asked to fail'\nprint('all good')")
     output = tmp_path / "out" / "fails" / "default.ipynb"
 
     def run(fail):
@@ -658,12 +663,7 @@ def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(t
     no ipykernel warning about plain-text TCP on stderr."""
     from fer_utils import speed
 
-    source = tmp_path / "tiny.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("print(n + 1)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, source)
+    source = _tiny_notebook(tmp_path / "tiny.ipynb", "n = 1", "print(n + 1)")
     run = study.PlannedRun("tiny", "default", {"n": 1}, source, tmp_path / "out" / "tiny" / "default.ipynb")
     lines = []
     (done,) = study.execute_study([run], echo=lines.append, measure_speed=True)

@@ -52,6 +52,7 @@ def test_each_step_is_held_to_its_share_and_the_total_to_the_budget():
     assert "factor 1.00" in lines[1] and "limit     60 s (1 min x 1.00 x 1)" in lines[1]
     assert "limit" not in lines[2]          # no share given to the book here
     assert lines[3].startswith("  total") and lines[3].endswith("OVER")
+    assert studycheck.budget_lines(CHECKS, "default", steps, total=False) == lines[:3]   # fer study run --only
     assert all("limit" not in line for line in studycheck.budget_lines(CHECKS, "quick", steps))
 
 

@@ -59,7 +59,7 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
                + ("; its limit is its share x the host's speed factor measured before it x the tolerance)"
                   if budgeted else ")") + ":")
     steps = studycheck.seconds_per_step(data_step, [(o.run.notebook, o.run_seconds, o.factor) for o in done])
-    for line in studycheck.budget_lines(checks, profile, steps):
+    for line in studycheck.budget_lines(checks, profile, steps, total=not only):
         click.echo(line)
     if not only:  # the timing record is the whole study's
         studycheck.write_times(runs_folder, profile, data_step, done)
