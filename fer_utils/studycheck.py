@@ -128,7 +128,7 @@ def previous_data_step(runs_root: str | Path, profile: str) -> tuple[float, floa
     return times["data_seconds"], times.get("data_factor")
 
 
-def budget_profile(runs_root: str | Path) -> str | None:
+def timing_profile(runs_root: str | Path) -> str | None:
     """The profile of the last timing record (None: there is none)."""
     try:
         return read_times(runs_root).get("profile")

@@ -28,7 +28,7 @@ def book_build(root, no_strict):
     runs = project().runs if root is None else None
     factor = None
     budget = st.budget_profile() if runs is not None else None
-    if budget is not None and studycheck.budget_profile(runs) == budget:   # the book is a step of the budget
+    if budget is not None and studycheck.timing_profile(runs) == budget:   # the book is a step of the budget
         from .. import speed
 
         factor = speed.measure().factor
