@@ -41,7 +41,7 @@ from torchvision.transforms import v2
 from fer_utils.data import make_datasets
 from fer_utils.models import create_model
 from fer_utils.models.runtime import apply_transform, make_loader
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 
 def synthetic_index(folder: Path, n: int, size: int, seed: int = 0) -> pd.DataFrame:

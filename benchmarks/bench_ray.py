@@ -4,7 +4,7 @@ On the embedded synthetic data set (generated into a temporary folder) it times,
 
 - single process: captioning with the tiny BLIP-2 (random weights) and CNN feature extraction with
   a random ResNet18, each into an empty cache (model building excluded);
-- Ray: ``ray.init`` of a local instance; the same two steps through :mod:`fer_utils.scale` into
+- Ray: ``ray.init`` of a local instance; the same two steps through :mod:`fer_utils.inference.scale` into
   another empty cache (actors started, models built in them, batches sent, entries read back),
   the part of it spent in the actor step (start-up, batches, computing), and the same step again with everything cached (no
   actor is started); Ray Data's cost per batch (a no-op actor over 200 one-row batches against one
@@ -50,8 +50,8 @@ def main() -> None:
     import torch
 
     from fer_utils.data import load_dataset, synthetic
-    from fer_utils.features import extract_features
-    from fer_utils.scale import CaptionerSpec, CNNSpec, caption_index_ray, extract_features_ray
+    from fer_utils.training.features import extract_features
+    from fer_utils.inference.scale import CaptionerSpec, CNNSpec, caption_index_ray, extract_features_ray
     from fer_utils.vlm import GenerationSettings
     from fer_utils.vlm.pipeline import caption_index
     from fer_utils.vlm.prompts import PROMPTS
@@ -90,7 +90,7 @@ def main() -> None:
             cnn, rows, batch_size=32, device="cpu", cache_dir=f"{work}/ray", concurrency=args.concurrency))
         out["features_ray_actor_step_s"] = extracted.seconds
         # Ray Data's own cost per call: a no-op actor over 200 one-row batches against one batch
-        from fer_utils.scale import _run_actors
+        from fer_utils.inference.scale import _run_actors
 
         _, one = timed(lambda: _run_actors(_Noop, 200, {}, batch_rows=200, concurrency=1, use_gpu=False))
         _, many = timed(lambda: _run_actors(_Noop, 200, {}, batch_rows=1, concurrency=1, use_gpu=False))

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from fer_utils.bench import best_seconds
 from fer_utils.models import create_model
 from fer_utils.models.folding import fold_replicated_linear
-from fer_utils.train import TrainConfig, _optimizer
+from fer_utils.training.train import TrainConfig, _optimizer
 
 
 def main(argv=None) -> dict:

@@ -204,7 +204,7 @@ def compile_toolchain() -> str | None:
 def fresh_state() -> None:
     """What one step leaves behind must not change the next one's figures: the peak-memory counter
     starts again (each step reports its own peak), and the deterministic mode that ``fit`` switches
-    on for the whole process (``fer_utils.repro.seed_everything``) is switched off again, with
+    on for the whole process (``fer_utils.training.repro.seed_everything``) is switched off again, with
     cuDNN's autotuner back on, for the steps that do not train (a training step sets its own)."""
     import torch
 

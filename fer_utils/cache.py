@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from fer_utils.errors import DataError
 
 Writer = Callable[[Path], object]
 """Writes a whole file at the path it is given (a temporary path next to the target)."""

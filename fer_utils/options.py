@@ -1,7 +1,17 @@
-"""Names of the training choices a notebook config offers: torch-free, so that validating a study
-manifest never imports torch. The modules that implement each choice import its names from here
-(and a test keeps the CNN registry in step with :data:`CNN_ARCHITECTURES`)."""
+"""The choices a notebook config offers, and how an image becomes a model input: torch-free, so that
+validating a study manifest never imports torch. The modules that implement each choice import its
+names from here (and a test keeps the CNN registry in step with :data:`CNN_ARCHITECTURES`).
+
+:class:`Preprocessing` (square size, per-channel mean and std) is checked here and only here; the
+batch transforms (:class:`fer_utils.data.BatchTransform`), the model registry, feature extraction and
+model bundles all take one.
+"""
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from fer_utils.errors import ConfigError
 
 CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "resnet18", "vgg16")
 """The architectures of :mod:`fer_utils.models.registry`, sorted."""
@@ -19,13 +29,13 @@ MONITORS: dict[str, str] = {"val_macro_f1": "max", "val_acc": "max", "val_loss":
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
 COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead", "max-autotune")
-"""``torch.compile`` modes for the training step (:class:`fer_utils.train.TrainConfig`): ``none``
+"""``torch.compile`` modes for the training step (:class:`fer_utils.training.train.TrainConfig`): ``none``
 runs eagerly; ``reduce-overhead`` adds CUDA graphs on a GPU."""
 
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "inverse", "effective")
 """Loss weighting schemes (see :mod:`fer_utils.data.weights`)."""
 LOSSES: tuple[str, ...] = ("cross_entropy", "focal")
-"""Training losses (:func:`fer_utils.train.training_loss`): the (class-weighted) cross-entropy, or the
+"""Training losses (:func:`fer_utils.training.train.training_loss`): the (class-weighted) cross-entropy, or the
 softmax focal loss with the class weights as its alpha."""
 SAMPLERS: tuple[str, ...] = ("none", "balanced")
 """How training batches are drawn (:func:`fer_utils.models.runtime.make_loader`): shuffled once per
@@ -59,7 +69,7 @@ CAPTIONERS: tuple[str, ...] = ("blip2", "tiny_blip2", "precomputed", "simulated"
 local folder; a tiny BLIP-2 with random weights built in code (captions without meaning: tests and
 the offline default); captions read from a file; simulated captions of known accuracy (a control)."""
 FUSION_NORMS: tuple[str, ...] = ("concat_l2", "modality_l2")
-"""How a fused input is normalised (:func:`fer_utils.fusion.fuse`): the original's L2 norm of the
+"""How a fused input is normalised (:func:`fer_utils.study.fusion.fuse`): the original's L2 norm of the
 concatenated vector, or each modality's L2 norm before concatenation."""
 FUSION_INPUTS: tuple[str, ...] = ("cnn", "text", "fused")
 FUSION_CONTROLS: tuple[str, ...] = ("shuffled", "constant")
@@ -78,3 +88,72 @@ ORIGINAL_PROTOCOL: dict[str, object] = {
 10 % of that half for validation, every training image mirrored (``RandomHorizontalFlip(p=1)``),
 early stopping on validation accuracy and the last epoch's weights kept. A run with all of these
 parameters is a faithful-reproduction row (``compare.protocol_of``)."""
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)
+MIN_IMAGE_SIZE = 32
+"""The registry CNNs downsample by 32 (VGG16's five poolings need at least 32 px)."""
+
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "half": (HALF, HALF),                       # mean = std = 0.5, as the original study
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),  # what ImageNet-pretrained weights expect
+}
+"""Named ``(mean, std)`` presets of the ``normalization`` parameter."""
+
+AUGMENTATIONS: tuple[str, ...] = ("none", "hflip", "hflip_always", "hflip_rotate", "random_resized_crop", "minority")
+"""Augmentation presets (see :mod:`fer_utils.data.transforms`)."""
+MINORITY_AUGMENTATION = "hflip_rotate"
+"""The preset the ``minority`` augmentation applies to minority classes."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input: resize to ``image_size`` square, normalise per channel."""
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"preprocessing.image_size must be an int >= {MIN_IMAGE_SIZE}, got {self.image_size!r}")
+        for key in ("mean", "std"):
+            try:
+                value = tuple(float(v) for v in getattr(self, key))
+            except (TypeError, ValueError):
+                value = ()
+            if len(value) != 3:
+                raise ConfigError(f"preprocessing.{key} needs 3 numbers (R, G, B), got {getattr(self, key)!r}")
+            object.__setattr__(self, key, value)
+        if min(self.std) <= 0:
+            raise ConfigError(f"preprocessing.std must be positive, got {self.std}")
+
+    @classmethod
+    def preset(cls, image_size: int, normalization: str) -> Preprocessing:
+        """``image_size`` with a named :data:`NORMALIZATIONS` preset (``"half"`` or ``"imagenet"``)."""
+        try:
+            mean, std = NORMALIZATIONS[normalization]
+        except KeyError:
+            raise ConfigError(f"unknown normalization {normalization!r}; "
+                              f"expected one of {', '.join(NORMALIZATIONS)}") from None
+        return cls(image_size, mean, std)
+
+    def with_size(self, image_size: int) -> Preprocessing:
+        return replace(self, image_size=image_size)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (lists, not tuples); :meth:`from_dict` reads it back."""
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Preprocessing:
+        unknown = set(data) - {"image_size", "mean", "std"}
+        if unknown:
+            raise ConfigError(f"unknown preprocessing key(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+ORIGINAL_STUDY_PREPROCESSING = Preprocessing.preset(224, "half")
+"""What the original notebooks did: resize to 224, mean = std = 0.5 (REFERENCE.md section 1)."""

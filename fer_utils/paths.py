@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from fer_utils.errors import ConfigError
 
 MANIFEST = Path("notebooks") / "study.yaml"
 BOOK_OUT = Path("book") / "experiments"

@@ -1,4 +1,4 @@
-"""The ablation studies (fer_utils.ablation_study) and their pages (fer_utils.ablation): every
+"""The ablation studies (fer_utils.study.ablation_study) and their pages (fer_utils.study.ablation): every
 augmentation setting in a tiny real fit, the imbalance treatments on constructed cached features
 against a recorded fusion run, and the statistics and text on constructed predictions."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import ablation, ablation_study, runs
-from fer_utils.ablation_study import SettingRun
-from fer_utils.config import AugmentationConfig, ClassImbalanceConfig
+from fer_utils.study import ablation, ablation_study, runs
+from fer_utils.study.ablation_study import SettingRun
+from fer_utils.study.config import AugmentationConfig, ClassImbalanceConfig
 from fer_utils.errors import ConfigError, DataError
-from fer_utils.evaluate import evaluate
+from fer_utils.training.evaluate import evaluate
 from fer_utils.options import AUGMENTATION_SETTINGS, IMBALANCE_TREATMENTS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_every_augmentation_setting_trains_in_a_tiny_fit_and_lands_in_one_record(synthetic_rafdb, tmp_path,
                                                                                  monkeypatch):
-    from fer_utils import experiment
+    from fer_utils.study import experiment
 
     made = []
     real = experiment.make_datasets
@@ -175,9 +175,9 @@ def test_the_configs_list_parameters_are_checked():
 def fusion_inputs(tmp_path):
     """Imbalanced constructed features (the label in the text part, noise in the CNN part) and a
     recorded fusion run whose plain head runs the imbalance study must repeat."""
-    from fer_utils import fusion
-    from fer_utils.config import FusionConfig
-    from fer_utils.fusion_study import FusionInputs, head_training_config
+    from fer_utils.study import fusion
+    from fer_utils.study.config import FusionConfig
+    from fer_utils.study.fusion_study import FusionInputs, head_training_config
 
     rng = np.random.default_rng(3)
     counts = [60, 12, 30, 240, 90, 30, 120]

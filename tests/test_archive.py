@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fer_utils.archive import MANIFEST_NAME, export_results, import_results
+from fer_utils.study.archive import MANIFEST_NAME, export_results, import_results
 from fer_utils.cli import main
 from fer_utils.errors import DataError
 from fer_utils.paths import ENV_DIRS, ENV_HOME

@@ -73,7 +73,7 @@ def test_study_part_runs_twice_in_a_scratch_project_and_restores_the_environment
     from fer_utils.bench import study as bench_study
     from fer_utils.data import synthetic
     from fer_utils.paths import ENV_HOME
-    from fer_utils import study
+    from fer_utils.study import runner
 
     calls = []
 

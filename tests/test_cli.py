@@ -72,8 +72,8 @@ def _bundle(folder, seed, val, data):
     import torch
 
     from fer_utils.models import create_model
-    from fer_utils.predict import save_bundle
-    from fer_utils.preprocessing import Preprocessing
+    from fer_utils.inference.predict import save_bundle
+    from fer_utils.options import Preprocessing
 
     torch.manual_seed(seed)
     return save_bundle(folder, create_model("resnet18"), "resnet18", Preprocessing.preset(32, "half"),

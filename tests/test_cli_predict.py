@@ -13,8 +13,8 @@ from PIL import Image
 from fer_utils.cli import main
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.predict import save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import save_bundle
+from fer_utils.options import Preprocessing
 
 DATA = {"name": "s", "fingerprint": "f", "synthetic": True}
 
@@ -132,8 +132,8 @@ def test_tiny_image_is_answered_with_a_warning(tmp_path, bundle):
 def test_crop_face_reports_the_face_and_predicts_on_its_crop(tmp_path, bundle):
     from matplotlib.cbook import get_sample_data
 
-    from fer_utils.faces import NOTICE_NO_FACE, crop_face
-    from fer_utils.predict import Predictor
+    from fer_utils.inference.faces import NOTICE_NO_FACE, crop_face
+    from fer_utils.inference.predict import Predictor
 
     grace = get_sample_data("grace_hopper.jpg", asfileobj=False)
     corrupt = tmp_path / "corrupt.jpg"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fer_utils import study
+from fer_utils.study import runner
 from fer_utils.cli import main
 from fer_utils.data import synthetic
 from fer_utils.paths import ENV_DIRS, ENV_HOME

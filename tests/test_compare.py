@@ -1,14 +1,15 @@
-"""Comparison tables on real run records written by fer_utils.runs."""
+"""Comparison tables on real run records written by fer_utils.study.runs."""
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from fer_utils import compare, repro, runs
+from fer_utils.study import compare, runs
+from fer_utils.training import repro
 from fer_utils.errors import ConfigError
-from fer_utils.evaluate import evaluate, predictions_frame
+from fer_utils.training.evaluate import evaluate, predictions_frame
 from fer_utils.labels import EMOTIONS
-from fer_utils.stats import holm, paired_bootstrap
+from fer_utils.training.stats import holm, paired_bootstrap
 
 
 def _record(tmp_path, name, y_true, y_pred, seed=1, fingerprint="f", **params):
@@ -231,7 +232,7 @@ def test_the_original_protocol_is_split_off_and_set_beside_the_reported_numbers(
     baselines = repro_table[repro_table["numbers from"].str.endswith("test set")]
     assert len(baselines) == 2 and all(baselines["model"].str.startswith("majority class"))
 
-    from fer_utils import report
+    from fer_utils.study import report
     text = report.reproduction_interpretation(protocols)
     gap = recs["densenet121"]["metrics"]["macro_f1"] - recs["densenet121-original"]["metrics"]["macro_f1"]
     assert f"{abs(gap):.3f} macro F1 for the corrected protocol" in text and "different test sets" in text

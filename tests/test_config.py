@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_utils.config import DataOverviewConfig, config_for
+from fer_utils.study.config import DataOverviewConfig, config_for
 from fer_utils.errors import ConfigError
 
 
@@ -70,8 +70,8 @@ def test_parameters_cell_equals_config_defaults(path):
 
 
 def test_validating_configs_and_paths_never_imports_torch():
-    code = ("import sys, fer_utils.config, fer_utils.preprocessing, fer_utils.options, fer_utils.paths; "
-            "from fer_utils.config import CNNBaselineConfig; CNNBaselineConfig.from_params({'model': 'vgg16'}); "
+    code = ("import sys, fer_utils.study.config, fer_utils.options, fer_utils.options, fer_utils.paths; "
+            "from fer_utils.study.config import CNNBaselineConfig; CNNBaselineConfig.from_params({'model': 'vgg16'}); "
             "heavy = sorted(m for m in ('torch', 'torchvision', 'pandas') if m in sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -87,7 +87,7 @@ def test_config_choices_follow_the_implementations():
 
 @pytest.mark.parametrize("value", [0, 8, "auto"])
 def test_num_workers_is_an_int_or_auto(value):
-    from fer_utils.config import CNNBaselineConfig
+    from fer_utils.study.config import CNNBaselineConfig
 
     assert CNNBaselineConfig.from_params({"num_workers": value}).num_workers == value
 
@@ -99,7 +99,7 @@ def test_num_workers_is_an_int_or_auto(value):
     (-1, "'num_workers' must be >= 0; got -1"),
 ])
 def test_num_workers_rejects_other_values(value, message):
-    from fer_utils.config import CNNBaselineConfig
+    from fer_utils.study.config import CNNBaselineConfig
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         CNNBaselineConfig.from_params({"num_workers": value})

@@ -27,14 +27,14 @@ from fer_utils.cli import main
 from fer_utils.cli.dashboard import TEMPLATE, dashboard_environment, voila_command
 from fer_utils.data import describe_dataset, load_dataset
 from fer_utils.errors import DataError
-from fer_utils.evaluate import evaluate
-from fer_utils.faces import NOTICE_NO_FACE, crop_face
-from fer_utils.fused_bundle import captioner_record, encoder_record, save_fused_bundle
+from fer_utils.training.evaluate import evaluate
+from fer_utils.inference.faces import NOTICE_NO_FACE, crop_face
+from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
 from fer_utils.models.fusion import create_head
-from fer_utils.predict import FusedPredictor, Predictor, list_bundles, save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import FusedPredictor, Predictor, list_bundles, save_bundle
+from fer_utils.options import Preprocessing
 from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.prompts import PROMPTS
 

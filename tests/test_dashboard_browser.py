@@ -29,8 +29,8 @@ from browser import LOCAL_HOST, Watch, chromium
 from fer_utils.data import describe_dataset, load_dataset
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.predict import save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import save_bundle
+from fer_utils.options import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "_build" / "test-artifacts" / "dashboard"

@@ -27,7 +27,7 @@ from fer_utils.data import (
 )
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, index_of
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 P32 = Preprocessing.preset(32, "half")
 

@@ -20,7 +20,7 @@ from fer_utils.data import (
 )
 from fer_utils.errors import ConfigError
 from fer_utils.labels import index_of
-from fer_utils.preprocessing import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from fer_utils.options import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 P32 = Preprocessing.preset(32, "half")
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from fer_utils.evaluate import evaluate, predict_proba, predictions_frame
+from fer_utils.training.evaluate import evaluate, predict_proba, predictions_frame
 from fer_utils.labels import EMOTIONS
 
 # 6 images, 3 classes (supports 3, 2, 1). Worked by hand:

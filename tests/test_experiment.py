@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from fer_utils import experiment, runs
-from fer_utils.config import CNNBaselineConfig
-from fer_utils.predict import Predictor, choose_bundle
+from fer_utils.study import experiment, runs
+from fer_utils.study.config import CNNBaselineConfig
+from fer_utils.inference.predict import Predictor, choose_bundle
 
 
 @pytest.fixture(scope="module")

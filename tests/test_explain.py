@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from PIL import Image
 
-from fer_utils import fusion_study
+from fer_utils.study import fusion_study
 from fer_utils.data import image_transform
 from fer_utils.errors import ConfigError
-from fer_utils.explain import CAM_LAYERS, GradCAM, TextContribution, cam_layer, gradcam, text_contribution
-from fer_utils.fused_bundle import captioner_record, encoder_record, save_fused_bundle
-from fer_utils.fusion import CONSTANT_CAPTION, fuse
+from fer_utils.inference.explain import CAM_LAYERS, GradCAM, TextContribution, cam_layer, gradcam, text_contribution
+from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
+from fer_utils.study.fusion import CONSTANT_CAPTION, fuse
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
 from fer_utils.models import create_model, list_models
 from fer_utils.models.fusion import create_head
-from fer_utils.predict import FusedPredictor, Predictor, save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import FusedPredictor, Predictor, save_bundle
+from fer_utils.options import Preprocessing
 from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.postprocess import emotion_vote
 from fer_utils.vlm.prompts import PROMPTS

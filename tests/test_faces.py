@@ -1,4 +1,4 @@
-"""The face step (fer_utils.faces) with the real OpenCV Haar cascade on a real photo."""
+"""The face step (fer_utils.inference.faces) with the real OpenCV Haar cascade on a real photo."""
 from __future__ import annotations
 
 import subprocess
@@ -10,9 +10,9 @@ import pytest
 from matplotlib.cbook import get_sample_data
 from PIL import Image
 
-from fer_utils import faces
+from fer_utils.inference import faces
 from fer_utils.errors import ConfigError
-from fer_utils.faces import NOTICE_ALIGNED, NOTICE_NO_FACE, FaceCrop, crop_face, detect_faces
+from fer_utils.inference.faces import NOTICE_ALIGNED, NOTICE_NO_FACE, FaceCrop, crop_face, detect_faces
 
 GRACE = get_sample_data("grace_hopper.jpg", asfileobj=False)   # 512 x 600 portrait, one face
 
@@ -183,5 +183,5 @@ def test_concurrent_calls_from_threads_agree(grace, grace_box):
 
 
 def test_the_module_does_not_load_torch():
-    code = "import sys, fer_utils.faces; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import sys, fer_utils.inference.faces; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

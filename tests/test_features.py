@@ -11,9 +11,9 @@ from fer_utils.data import FERDataset, eval_transform, file_sha256, fingerprint,
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import DataError
 from fer_utils.cache import Cache
-from fer_utils.features import CACHE_FORMAT, CACHE_NAMESPACE, extract_features, feature_keys
+from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, extract_features, feature_keys
 from fer_utils.models import create_model
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 PREPROCESSING = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 

@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from fer_utils.data import make_datasets, make_splits
 from fer_utils.models import create_model
 from fer_utils.models.folding import ReplicatedInputLinear, fold_replicated_linear
-from fer_utils.preprocessing import Preprocessing
-from fer_utils.train import TrainConfig, fit
+from fer_utils.options import Preprocessing
+from fer_utils.training.train import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

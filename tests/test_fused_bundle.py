@@ -13,15 +13,15 @@ from PIL import Image
 from fer_utils.cli import main
 from fer_utils.data import image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
-from fer_utils.fused_bundle import (CNN_FOLDER, HEAD_FILE, captioner_record, encoder_record,
+from fer_utils.inference.fused_bundle import (CNN_FOLDER, HEAD_FILE, captioner_record, encoder_record,
                                     save_fused_bundle)
-from fer_utils.fusion import fuse
+from fer_utils.study.fusion import fuse
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
 from fer_utils.models.fusion import create_head
-from fer_utils.predict import (FusedPredictor, Predictor, bundle_summary, choose_bundle, list_bundles,
+from fer_utils.inference.predict import (FusedPredictor, Predictor, bundle_summary, choose_bundle, list_bundles,
                                save_bundle)
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 from fer_utils.vlm import FaceImage, GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.postprocess import emotion_vote, postprocess
 from fer_utils.vlm.prompts import PROMPTS

@@ -1,4 +1,4 @@
-"""The fusion study's data plumbing and statistics (fer_utils.fusion, fusion_study, fusion_report,
+"""The fusion study's data plumbing and statistics (fer_utils.study.fusion, fusion_study, fusion_report,
 stats.paired_bootstrap_seeds), on constructed features and real heads trained by the project's fit."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import fusion, fusion_report
+from fer_utils.study import fusion, fusion_report
 from fer_utils.errors import ConfigError, DataError
-from fer_utils.stats import paired_bootstrap, paired_bootstrap_seeds
-from fer_utils.train import TrainConfig
+from fer_utils.training.stats import paired_bootstrap, paired_bootstrap_seeds
+from fer_utils.training.train import TrainConfig
 
 
 def test_fuse_normalises_as_the_original_or_per_modality():
@@ -102,8 +102,8 @@ def test_late_fusion_and_the_vote_as_probabilities(constructed):
 
 
 def test_the_fusion_config_checks_list_parameters():
-    from fer_utils.config import FusionConfig
-    from fer_utils.fusion_study import check_config
+    from fer_utils.study.config import FusionConfig
+    from fer_utils.study.fusion_study import check_config
 
     check_config(FusionConfig())
     with pytest.raises(ConfigError, match="unknown head 'mlp9'"):
@@ -117,7 +117,7 @@ def test_the_fusion_config_checks_list_parameters():
 
 
 def test_crossfit_gives_every_training_image_a_cnn_that_never_saw_it(synthetic_rafdb, monkeypatch, one_torch_thread):
-    from fer_utils import crossfit
+    from fer_utils.study import crossfit
     from fer_utils.data import load_dataset, make_splits
 
     index = make_splits(load_dataset(synthetic_rafdb), val_fraction=0.2, seed=42).reset_index(drop=True)
@@ -154,9 +154,9 @@ def test_crossfit_gives_every_training_image_a_cnn_that_never_saw_it(synthetic_r
 def test_the_frozen_backbone_variant_needs_pretrained_weights_and_says_which(constructed, tmp_path, monkeypatch):
     """No ImageNet weights can be downloaded here: the frozen-backbone variant must stop with the
     error naming the file to place, never fall back to random weights."""
-    from fer_utils.config import FusionConfig
+    from fer_utils.study.config import FusionConfig
     from fer_utils.errors import WeightsNotFoundError
-    from fer_utils.fusion_study import frozen_features
+    from fer_utils.study.fusion_study import frozen_features
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cfg = FusionConfig(frozen_backbone="resnet18", cache_dir=str(tmp_path / "cache"))

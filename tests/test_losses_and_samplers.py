@@ -12,14 +12,14 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from fer_utils.ablation_study import treatment_params, with_treatment
-from fer_utils.config import AugmentationConfig, ClassImbalanceConfig, CNNBaselineConfig
+from fer_utils.study.ablation_study import treatment_params, with_treatment
+from fer_utils.study.config import AugmentationConfig, ClassImbalanceConfig, CNNBaselineConfig
 from fer_utils.data import class_weights
 from fer_utils.errors import ConfigError
-from fer_utils.experiment import training_config
+from fer_utils.study.experiment import training_config
 from fer_utils.models.runtime import balanced_sampler, dataset_labels, make_loader
 from fer_utils.options import IMBALANCE_TREATMENTS, LOSSES, SAMPLERS
-from fer_utils.train import TrainConfig, fit, focal_loss, training_loss
+from fer_utils.training.train import TrainConfig, fit, focal_loss, training_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

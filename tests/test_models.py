@@ -8,7 +8,7 @@ import torchvision
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models import Classifier, create_model, list_models, model_info, weights_path
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.preprocessing import ORIGINAL_STUDY_PREPROCESSING, Preprocessing
+from fer_utils.options import ORIGINAL_STUDY_PREPROCESSING, Preprocessing
 
 EXPECTED = {"vgg16": 4096, "resnet18": 512, "densenet121": 1024}
 

@@ -54,7 +54,7 @@ def test_package_outside_the_checkout_serves_a_project_folder(tmp_path):
     site = tmp_path / "site"
     shutil.copytree(REPO / "fer_utils", site / "fer_utils", ignore=shutil.ignore_patterns("__pycache__"))
     root = _project(tmp_path / "proj")
-    code = ("import fer_utils, fer_utils.study as st; from fer_utils.paths import project_paths; "
+    code = ("import fer_utils, fer_utils.study.runner as st; from fer_utils.paths import project_paths; "
             "p = project_paths(); runs = st.plan(st.load_manifest(), 'quick', p.synthetic, p.runs, p.book_out, p.cache); "
             "print(fer_utils.__file__); print(p.root); print(runs[0].params['data_path']); print(runs[0].source)")
     env = {k: v for k, v in os.environ.items() if k != ENV_HOME and k not in ENV_DIRS.values()}

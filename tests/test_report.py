@@ -1,4 +1,4 @@
-"""Page text (fer_utils.report) on real run records written by fer_utils.experiment.record, as the
+"""Page text (fer_utils.study.report) on real run records written by fer_utils.study.experiment.record, as the
 notebooks write them: the synthetic-data banner, the settings a run used and the interpretation."""
 import shutil
 from pathlib import Path
@@ -7,11 +7,11 @@ import nbformat
 import numpy as np
 import pytest
 
-from fer_utils import compare, experiment, report, runs
-from fer_utils.config import CNNBaselineConfig, DataOverviewConfig
-from fer_utils.evaluate import predictions_frame
+from fer_utils.study import compare, experiment, report, runs
+from fer_utils.study.config import CNNBaselineConfig, DataOverviewConfig
+from fer_utils.training.evaluate import predictions_frame
 from fer_utils.labels import EMOTIONS
-from fer_utils.train import TrainConfig
+from fer_utils.training.train import TrainConfig
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 REAL = {"name": "RAF-DB", "fingerprint": "r", "synthetic": False}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_utils import repro, runs
+from fer_utils.training import repro
+from fer_utils.study import runs
 from fer_utils.errors import DataError
 
 

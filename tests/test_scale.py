@@ -1,4 +1,4 @@
-"""Captions, text embeddings and CNN features on Ray Data (fer_utils.scale, `--ray`): on a local Ray
+"""Captions, text embeddings and CNN features on Ray Data (fer_utils.inference.scale, `--ray`): on a local Ray
 instance on the CPU, with the tiny BLIP-2, the tiny CLIP text encoder and a random ResNet18 built in
 code, the Ray run writes exactly the cache entries of a single-process run and returns the same
 results; only what the cache lacks goes to the actors; without Ray, `--ray` is a clear error."""
@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from fer_utils.cli import main
 from fer_utils.data import load_dataset
-from fer_utils.features import CACHE_NAMESPACE as FEATURES
+from fer_utils.training.features import CACHE_NAMESPACE as FEATURES
 from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.pipeline import CAPTION_NAMESPACE, EMBEDDING_NAMESPACE, caption_index, embed_texts
 from fer_utils.vlm.prompts import PROMPTS
@@ -78,7 +78,7 @@ def test_ray_captions_are_the_entries_of_a_single_process_run(ray_cpu, rows, bli
     """Captions on two actors, a quarter of the rows cached before; embeddings and features on Ray
     are checked the same way through the CLI (next test), one Ray job each: every job starts its
     actors, the cost of these tests."""
-    from fer_utils.scale import CaptionerSpec, caption_index_ray
+    from fer_utils.inference.scale import CaptionerSpec, caption_index_ray
 
     on_ray, single = tmp_path / "ray", tmp_path / "single"
     prompt = PROMPTS["original"]
@@ -135,7 +135,7 @@ def test_fer_commands_with_ray_write_what_they_write_without(ray_cpu, synthetic_
 
 
 def test_the_driver_keys_blip2_captions_without_loading_its_weights(blip2_folder, rows, tmp_path, monkeypatch):
-    from fer_utils.scale import CaptionerSpec
+    from fer_utils.inference.scale import CaptionerSpec
 
     spec = CaptionerSpec("blip2", {"model_id": blip2_folder, "device": "cpu"})
     built = spec.build()
@@ -157,7 +157,7 @@ def test_without_ray_the_package_works_and_ray_is_a_clear_error(synthetic_rafdb,
     for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` raises ImportError
-    import fer_utils.scale as scale
+    import fer_utils.inference.scale as scale
     from fer_utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"pip install 'fer_utils\[scale\]'"):
@@ -177,7 +177,7 @@ def test_one_actor_per_gpu_cpu_actors_otherwise():
     from types import SimpleNamespace
 
     from fer_utils.errors import ConfigError
-    from fer_utils.scale import _actor_resources
+    from fer_utils.inference.scale import _actor_resources
 
     def cluster(**resources):
         return SimpleNamespace(cluster_resources=lambda: resources)
@@ -195,7 +195,7 @@ def test_one_actor_per_gpu_cpu_actors_otherwise():
 def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
     ray = pytest.importorskip("ray")
     from fer_utils.errors import ConfigError
-    from fer_utils.scale import ray_session
+    from fer_utils.inference.scale import ray_session
 
     def no_cluster(**kwargs):
         raise ConnectionError("Could not find any running Ray instance.")
@@ -210,10 +210,10 @@ def test_an_unreachable_cluster_is_a_clear_error(monkeypatch):
 def test_fer_features_from_a_bundle_then_from_the_cache(synthetic_rafdb, tmp_path, monkeypatch, one_torch_thread):
     import torch
 
-    from fer_utils.features import extract_features
+    from fer_utils.training.features import extract_features
     from fer_utils.models import create_model
-    from fer_utils.predict import Predictor, save_bundle
-    from fer_utils.preprocessing import Preprocessing
+    from fer_utils.inference.predict import Predictor, save_bundle
+    from fer_utils.options import Preprocessing
 
     torch.manual_seed(0)
     bundle = save_bundle(tmp_path / "bundle", create_model("resnet18"), "resnet18", Preprocessing.preset(32, "half"),

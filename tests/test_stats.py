@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from fer_utils.evaluate import evaluate
-from fer_utils.experiment import score_test
-from fer_utils.stats import bootstrap_ci, holm, mcnemar
+from fer_utils.training.evaluate import evaluate
+from fer_utils.study.experiment import score_test
+from fer_utils.training.stats import bootstrap_ci, holm, mcnemar
 
 
 def disagreement_case(b: int, c: int, both_right: int = 20, both_wrong: int = 5):
@@ -146,8 +146,8 @@ def test_holm_step_down_hand_computed():
 
 
 def test_macro_f1_equals_evaluate_on_random_and_degenerate_predictions():
-    from fer_utils.evaluate import evaluate
-    from fer_utils.stats import macro_f1
+    from fer_utils.training.evaluate import evaluate
+    from fer_utils.training.stats import macro_f1
 
     rng = np.random.default_rng(4)
     for _ in range(50):

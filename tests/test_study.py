@@ -15,9 +15,9 @@ import yaml
 
 from click.testing import CliRunner
 
-from fer_utils import runs, study
+from fer_utils.study import freshness, runner, runs
 from fer_utils.cli import main
-from fer_utils.config import NOTEBOOK_CONFIGS
+from fer_utils.study.config import NOTEBOOK_CONFIGS
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.paths import ENV_DIRS, ENV_HOME, project_paths
 
@@ -36,7 +36,7 @@ def test_source_notebooks_carry_no_outputs():
 
 
 def test_every_notebook_is_in_the_manifest_with_a_config_and_parameters_cell():
-    manifest = study.load_manifest(MANIFEST)
+    manifest = runner.load_manifest(MANIFEST)
     assert set(manifest["notebooks"]) == {p.stem for p in NOTEBOOKS}
     for path in NOTEBOOKS:
         assert path.stem in NOTEBOOK_CONFIGS
@@ -47,20 +47,20 @@ def test_every_notebook_is_in_the_manifest_with_a_config_and_parameters_cell():
 
 
 def _plan(manifest, profile="quick", only=None):
-    return study.plan(manifest, profile, "/d", "/runs", "/out", "/cache", only=only, notebooks_dir="/nb")
+    return runner.plan(manifest, profile, "/d", "/runs", "/out", "/cache", only=only, notebooks_dir="/nb")
 
 
 def test_plan_injects_paths_and_validates():
-    runs_ = _plan(study.load_manifest(MANIFEST))
+    runs_ = _plan(runner.load_manifest(MANIFEST))
     data = [r for r in runs_ if r.notebook == "01_data"]
     assert data and data[0].params["data_path"] == "/d"
     assert data[0].params["run_dir"] == "/runs/01_data/default"
     assert data[0].output == Path("/out/01_data/default.ipynb")
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
-        _plan(study.load_manifest(MANIFEST), profile="fast")
+        _plan(runner.load_manifest(MANIFEST), profile="fast")
     with pytest.raises(ConfigError, match="--only 'nothing' matches no notebook"):
-        _plan(study.load_manifest(MANIFEST), only=["nothing"])
-    assert {r.notebook for r in _plan(study.load_manifest(MANIFEST), only=["data"])} == {"01_data"}
+        _plan(runner.load_manifest(MANIFEST), only=["nothing"])
+    assert {r.notebook for r in _plan(runner.load_manifest(MANIFEST), only=["data"])} == {"01_data"}
 
 
 @pytest.mark.parametrize("notebook, match", [
@@ -83,7 +83,7 @@ def test_manifest_file_errors_name_the_file(tmp_path, text, match):
     path = tmp_path / "m.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        study.load_manifest(path)
+        runner.load_manifest(path)
 
 
 def test_seeds_expand_runs():
@@ -126,20 +126,20 @@ def test_a_profile_may_override_one_named_run():
 ])
 def test_the_checks_budget_is_checked(checks, match):
     with pytest.raises(ConfigError, match=match):
-        study.check_manifest({"checks": checks, "notebooks": {"01_data": {}}})
+        runner.check_manifest({"checks": checks, "notebooks": {"01_data": {}}})
 
 
 def test_the_committed_budget_gives_every_notebook_a_share_within_20_minutes():
-    checks = study.load_manifest(MANIFEST)["checks"]
+    checks = runner.load_manifest(MANIFEST)["checks"]
     assert checks["profile"] == "default" and checks["minutes"] == 20
-    assert set(checks["shares"]) == {"data", "book", *study.load_manifest(MANIFEST)["notebooks"]}
+    assert set(checks["shares"]) == {"data", "book", *runner.load_manifest(MANIFEST)["notebooks"]}
 
 
 def test_the_faithful_rows_follow_the_original_protocol_in_every_profile():
-    from fer_utils.compare import protocol_of
+    from fer_utils.study.compare import protocol_of
 
     for profile in ("quick", "default"):
-        planned = [r for r in _plan(study.load_manifest(MANIFEST), profile) if r.notebook == "02_cnn_baselines"]
+        planned = [r for r in _plan(runner.load_manifest(MANIFEST), profile) if r.notebook == "02_cnn_baselines"]
         protocols = {r.name: protocol_of(r.params) for r in planned}
         assert protocols == {r.name: "original" if r.name.endswith("-original") else "corrected" for r in planned}
         assert "original" in protocols.values() and "corrected" in protocols.values()
@@ -214,7 +214,7 @@ def test_profiles_narrow_the_grid_to_subsets_only():
 def test_quick_runs_at_most_two_cells_of_every_grid():
     with pytest.raises(ConfigError, match="notebook '02_cnn_baselines': profile 'quick' runs 3 cells.*at most 2"):
         _plan(_grid_manifest(profiles={"quick": {"grid": {"augmentation": ["hflip"]}}}), "full")
-    manifest = study.load_manifest(MANIFEST)  # the committed manifest obeys it (checked on load)
+    manifest = runner.load_manifest(MANIFEST)  # the committed manifest obeys it (checked on load)
     for stem, spec in manifest["notebooks"].items():
         cells = {tuple(r.params.get(k) for k in (spec or {}).get("grid") or {})
                  for r in _plan(manifest, "quick", only=[stem])}
@@ -228,7 +228,7 @@ PROFILE_MODELS = {"quick": ["resnet18", "densenet121"], "default": ["vgg16", "re
 
 
 def test_run_names_of_the_committed_manifest_are_unchanged():
-    manifest = study.load_manifest(MANIFEST)
+    manifest = runner.load_manifest(MANIFEST)
     for profile in ("quick", "default", "full"):
         cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
         expected = [*PROFILE_MODELS[profile], *PROFILE_ORIGINAL_ROWS[profile]]
@@ -242,7 +242,7 @@ def test_run_names_of_the_committed_manifest_are_unchanged():
 
 def test_committed_toc_is_rendered_from_the_manifest():
     """`fer book build` rewrites _toc.yml; the committed one must be what it writes."""
-    assert (REPO / "_toc.yml").read_text(encoding="utf-8") == study.render_toc(study.load_manifest(MANIFEST))
+    assert (REPO / "_toc.yml").read_text(encoding="utf-8") == runner.render_toc(runner.load_manifest(MANIFEST))
     toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
     chapters = toc["parts"][0]["chapters"]
     assert chapters[0] == {"file": "book/original_study"}
@@ -257,7 +257,7 @@ def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
     manifest = {"profiles": ["quick", "full"], "book": {"root": "book/intro", "caption": "Study"},
                 "notebooks": {"01_data": {}, "03_cnn_compare": {"book": {"part": "Comparisons"}},
                               "02_cnn_baselines": {"seeds": {"full": [1]}, "book": {"parent": "01_data"}}}}
-    toc = yaml.safe_load(study.render_toc(manifest))
+    toc = yaml.safe_load(runner.render_toc(manifest))
     assert toc["root"] == "book/intro"
     assert toc["parts"] == [
         {"caption": "Study", "chapters": [{"file": "book/experiments/01_data/default", "sections": [
@@ -266,27 +266,27 @@ def test_toc_lists_runs_parts_and_children_and_rejects_bad_book_keys():
     nb = manifest["notebooks"]
     nb["01_data"]["book"] = {"parent": "02_cnn_baselines"}
     with pytest.raises(ConfigError, match="parent '02_cnn_baselines' has several runs"):
-        study.render_toc(manifest)
+        runner.render_toc(manifest)
     nb["01_data"]["book"] = {"parent": "03_cnn_compare"}
     nb["03_cnn_compare"]["book"] = {"parent": "01_data"}
     with pytest.raises(ConfigError, match="cycle"):
-        study.render_toc(manifest)
+        runner.render_toc(manifest)
     nb["03_cnn_compare"]["book"] = {"parnt": "01_data"}
     with pytest.raises(ConfigError, match="notebook '03_cnn_compare', book: unknown key.*parnt"):
-        study.render_toc(manifest)
+        runner.render_toc(manifest)
     with pytest.raises(ConfigError, match="book: unknown key.*chapters"):
-        study.check_manifest({"book": {"chapters": []}, "notebooks": {}})
+        runner.check_manifest({"book": {"chapters": []}, "notebooks": {}})
 
 
 def test_a_profile_that_requires_data_never_falls_back_to_the_synthetic_set():
     """requires_data: [full] in the manifest: the real study needs --data; others default to it."""
-    manifest = study.load_manifest(MANIFEST)
+    manifest = runner.load_manifest(MANIFEST)
     assert manifest["requires_data"] == ["full"]
     with pytest.raises(ConfigError, match=r"profile 'full' is the real study.*--data /path/to/RAF-DB.*"
                                           r"fer data check /path/to/RAF-DB"):
-        study.plan(manifest, "full", None, "/runs", "/out", "/cache", notebooks_dir="/nb")
-    assert study.data_sets(_plan(manifest, "full")) == [Path("/d")]     # given: planned as usual
-    compare = study.plan(manifest, "full", None, "/runs", "/out", "/cache", only=["03"], notebooks_dir="/nb")
+        runner.plan(manifest, "full", None, "/runs", "/out", "/cache", notebooks_dir="/nb")
+    assert runner.data_sets(_plan(manifest, "full")) == [Path("/d")]     # given: planned as usual
+    compare = runner.plan(manifest, "full", None, "/runs", "/out", "/cache", only=["03"], notebooks_dir="/nb")
     assert [r.notebook for r in compare] == ["03_cnn_compare"]           # reads run records only
     assert _plan({"notebooks": {"01_data": {}}}, "full")                 # no requires_data: no rule
 
@@ -297,12 +297,12 @@ def test_a_profile_that_requires_data_never_falls_back_to_the_synthetic_set():
 ])
 def test_requires_data_names_profiles(requires, match):
     with pytest.raises(ConfigError, match=match):
-        study.check_manifest({"requires_data": requires, "notebooks": {}})
+        runner.check_manifest({"requires_data": requires, "notebooks": {}})
 
 
 def test_the_full_profile_trains_with_dataloader_workers_and_the_others_without():
     """num_workers: auto (up to 8 on CUDA, 0 on a CPU without spare cores) in full only."""
-    manifest = study.load_manifest(MANIFEST)
+    manifest = runner.load_manifest(MANIFEST)
     for profile, workers in (("quick", 0), ("default", 0), ("full", "auto")):
         cnn = [r for r in _plan(manifest, profile) if r.notebook == "02_cnn_baselines"]
         config = NOTEBOOK_CONFIGS["02_cnn_baselines"]
@@ -321,13 +321,13 @@ def test_run_study_checks_the_data_set_before_running_anything(tmp_path, monkeyp
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "faces.txt").write_text("train_00001.jpg 1\n")
     with pytest.raises(DataError, match=r"faces.txt: not a recognised data set(.|\n)*accepted layouts"):
-        study.run_study("quick", data_path=tmp_path / "faces.txt", echo=pytest.fail)
+        runner.run_study("quick", data_path=tmp_path / "faces.txt", echo=pytest.fail)
     assert [p.name for p in (tmp_path / "project").iterdir()] == ["notebooks"]  # no page, no run record
-    manifest = study.load_manifest()
-    assert study.data_sets(_plan(manifest)) == [Path("/d")]            # one data set, read by 01 and 02
-    assert study.data_sets(_plan(manifest, only=["03"])) == []         # 03 reads run records only
+    manifest = runner.load_manifest()
+    assert runner.data_sets(_plan(manifest)) == [Path("/d")]            # one data set, read by 01 and 02
+    assert runner.data_sets(_plan(manifest, only=["03"])) == []         # 03 reads run records only
     with pytest.raises(DataError, match="/d: no such file or folder"):
-        study.check_data(_plan(manifest))
+        runner.check_data(_plan(manifest))
 
 
 def test_plan_and_load_manifest_default_to_the_project_folder(tmp_path, monkeypatch):
@@ -335,21 +335,21 @@ def test_plan_and_load_manifest_default_to_the_project_folder(tmp_path, monkeypa
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no project folder"):
-        study.load_manifest()
+        runner.load_manifest()
     project = _project(tmp_path / "here")
     monkeypatch.chdir(project)
-    (data,) = study.plan(study.load_manifest(), "quick", only=["data"])
+    (data,) = runner.plan(runner.load_manifest(), "quick", only=["data"])
     assert data.params["data_path"] == str(project / "data" / "synthetic")
     assert data.params["run_dir"] == str(project / "data" / "runs" / "01_data" / "default")
     assert data.source == project / "notebooks" / "01_data.ipynb"
     assert data.output == project / "book" / "experiments" / "01_data" / "default.ipynb"
-    compare = study.plan(study.load_manifest(), "quick", data_path="/d", only=["03"])[0]
+    compare = runner.plan(runner.load_manifest(), "quick", data_path="/d", only=["03"])[0]
     assert compare.params["runs_root"] == str(project / "data" / "runs")
 
     elsewhere = _project(tmp_path / "elsewhere")
     monkeypatch.setenv(ENV_HOME, str(elsewhere))
     monkeypatch.setenv(ENV_DIRS["runs"], str(tmp_path / "records"))
-    (data,) = study.plan(study.load_manifest(), "quick", only=["data"])
+    (data,) = runner.plan(runner.load_manifest(), "quick", only=["data"])
     assert data.params["data_path"] == str(elsewhere / "data" / "synthetic")
     assert data.params["run_dir"] == str(tmp_path.resolve() / "records" / "01_data" / "default")
     assert data.source == elsewhere / "notebooks" / "01_data.ipynb"
@@ -368,7 +368,7 @@ def quick_study(tmp_path_factory, synthetic_rafdb):
             mp.delenv(var, raising=False)
         mp.setenv(ENV_HOME, str(root))
         paths = project_paths()
-        done = study.run_study(profile="quick", data_path=synthetic_rafdb, echo=lambda *_: None)
+        done = runner.run_study(profile="quick", data_path=synthetic_rafdb, echo=lambda *_: None)
     return paths, done
 
 
@@ -409,7 +409,7 @@ def test_every_notebook_executes_and_writes_its_run_record(quick_study, syntheti
 @pytest.mark.slow
 def test_book_builds_with_warnings_as_errors(quick_study, synthetic_rafdb):
     paths, _ = quick_study
-    html = study.build_book(paths.root)
+    html = runner.build_book(paths.root)
     assert (paths.root / "_toc.yml").read_text(encoding="utf-8") == (REPO / "_toc.yml").read_text(encoding="utf-8")
     assert "book/intro.html" in (html / "index.html").read_text(encoding="utf-8")
     assert "Facial expression recognition" in (html / "book" / "intro.html").read_text(encoding="utf-8")
@@ -449,14 +449,14 @@ def test_pages_show_folders_relative_to_the_project(tmp_path):
     """Injected folders inside the folder a notebook runs in are relative; others stay absolute."""
     params = {"data_path": str(tmp_path / "data" / "synthetic"), "run_dir": str(tmp_path / "data" / "runs" / "x"),
               "runs_root": "/elsewhere/runs", "seed": 1}
-    assert study._relative_paths(params, tmp_path) == {
+    assert runner._relative_paths(params, tmp_path) == {
         "data_path": "data/synthetic", "run_dir": "data/runs/x", "runs_root": "/elsewhere/runs", "seed": 1}
 
 
 def test_page_titles_write_architectures_as_the_text_names_them():
-    assert study.display_run_name("resnet18") == "ResNet18"
-    assert study.display_run_name("densenet121-hflip-s2") == "DenseNet121-hflip-s2"
-    assert study.display_run_name("hflip-inverse") == "hflip-inverse"
+    assert runner.display_run_name("resnet18") == "ResNet18"
+    assert runner.display_run_name("densenet121-hflip-s2") == "DenseNet121-hflip-s2"
+    assert runner.display_run_name("hflip-inverse") == "hflip-inverse"
 
 
 @pytest.mark.slow
@@ -464,7 +464,7 @@ def test_the_ablation_notebooks_record_every_setting_and_seed(quick_study):
     """07 and 08 (quick profile): one record each with every setting, the paired tests against the
     plain setting and the adoption; 08 on the fusion run's inputs (its plain heads repeat 06's runs)
     and, as the quick profile sets train_cnn, on the CNN trained end to end."""
-    from fer_utils import ablation
+    from fer_utils.study import ablation
 
     paths, _ = quick_study
     aug = runs.load_run(paths.runs / "07_augmentation" / "default")
@@ -497,7 +497,7 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
 
         def rerun(**kwargs):
             lines = []
-            done = study.run_study(profile="quick", data_path=synthetic_rafdb, echo=lines.append, **kwargs)
+            done = runner.run_study(profile="quick", data_path=synthetic_rafdb, echo=lines.append, **kwargs)
             return {f"{o.run.notebook}/{o.run.name}" for o in done if o.executed}, done, lines
 
         written = {o.run.output: o.run.output.stat().st_mtime_ns for o in cold}
@@ -511,14 +511,14 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
         shutil.rmtree(paths.runs / "03_cnn_compare" / "default")
         assert rerun()[0] == {"03_cnn_compare/default"}
         # a re-executed upstream run (one of 04's, forced) re-runs the notebook that needs it, and only that
-        one = next(r for r in study.plan_study("quick", data_path=synthetic_rafdb) if r.notebook == "04_vlm_prompts")
-        assert [o.executed for o in study.execute_study([one], echo=lines.append, force=True)] == [True]
+        one = next(r for r in runner.plan_study("quick", data_path=synthetic_rafdb) if r.notebook == "04_vlm_prompts")
+        assert [o.executed for o in runner.execute_study([one], echo=lines.append, force=True)] == [True]
         assert rerun()[0] == {"05_vlm_compare/default"}
-        assert study.freshness.read_stamp(one.output)["seconds"] > 0
+        assert freshness.read_stamp(one.output)["seconds"] > 0
         # an edited notebook is out of date, and nothing that does not read its records is (what the
         # next rerun would execute; executing it is what the two reruns above show)
-        planned = study.plan_study("quick", data_path=synthetic_rafdb)
-        current = [study.freshness.is_current(r.output, study.run_fingerprint(r), r.params.get("run_dir"))
+        planned = runner.plan_study("quick", data_path=synthetic_rafdb)
+        current = [freshness.is_current(r.output, runner.run_fingerprint(r), r.params.get("run_dir"))
                    is not None for r in planned]
         assert all(current)
         source = paths.notebooks / "05_vlm_compare.ipynb"
@@ -526,43 +526,43 @@ def test_a_warm_rerun_executes_nothing_and_a_change_reruns_what_depends_on_it(qu
         nb.cells.append(nbformat.v4.new_markdown_cell("An edit."))
         nbformat.write(nb, source)
         stale = {f"{r.notebook}/{r.name}" for r in planned
-                 if study.freshness.is_current(r.output, study.run_fingerprint(r), r.params.get("run_dir")) is None}
+                 if freshness.is_current(r.output, runner.run_fingerprint(r), r.params.get("run_dir")) is None}
         assert stale == {"05_vlm_compare/default"}
         # a changed data set (one image's bytes) changes the fingerprint of every run that reads it
         # (and so, once they re-execute, of those that need them); a page reading no data keeps its own
-        planned = study.plan_study("quick", data_path=synthetic_rafdb)
-        before = [study.run_fingerprint(r) for r in planned]
+        planned = runner.plan_study("quick", data_path=synthetic_rafdb)
+        before = [runner.run_fingerprint(r) for r in planned]
         image = next(p for p in sorted(synthetic_rafdb.rglob("*.jpg")))
         original = image.read_bytes()
         try:
             image.write_bytes(original + b"\0")
-            after = [study.run_fingerprint(r) for r in planned]
+            after = [runner.run_fingerprint(r) for r in planned]
         finally:
             image.write_bytes(original)
         changed = {r.notebook for r, b, a in zip(planned, before, after) if a != b}
         assert changed == {r.notebook for r in planned if "data_path" in r.params}
-        assert "03_cnn_compare" not in changed and [study.run_fingerprint(r) for r in planned] == before
+        assert "03_cnn_compare" not in changed and [runner.run_fingerprint(r) for r in planned] == before
 
 
 def test_needs_name_earlier_notebooks():
-    manifest = study.load_manifest(REPO / "notebooks" / "study.yaml")
-    planned = study.plan(manifest, "quick", data_path="/data")
+    manifest = runner.load_manifest(REPO / "notebooks" / "study.yaml")
+    planned = runner.plan(manifest, "quick", data_path="/data")
     needs = {r.notebook: r.needs for r in planned}
     assert needs["01_data"] == () and needs["03_cnn_compare"] == ("02_cnn_baselines",)
     assert needs["08_class_weights"] == ("02_cnn_baselines", "06_fusion")
     manifest["notebooks"]["03_cnn_compare"]["needs"] = ["06_fusion"]
     with pytest.raises(ConfigError, match="needs: '06_fusion' is not a notebook listed before it"):
-        study.check_manifest(manifest)
+        runner.check_manifest(manifest)
     manifest["notebooks"]["03_cnn_compare"]["needs"] = "02_cnn_baselines"
     with pytest.raises(ConfigError, match="needs: expected a list"):
-        study.check_manifest(manifest)
+        runner.check_manifest(manifest)
     del manifest["notebooks"]["03_cnn_compare"]["needs"]   # absent: every earlier notebook (it reads runs)
-    assert next(r.needs for r in study.plan(manifest, "quick", data_path="/data")
+    assert next(r.needs for r in runner.plan(manifest, "quick", data_path="/data")
                 if r.notebook == "03_cnn_compare") == ("01_data", "02_cnn_baselines")
 
 
 def test_data_fingerprints_follow_content_and_remember_untouched_trees(tmp_path):
-    from fer_utils import freshness
+    from fer_utils.study import freshness
 
     root = tmp_path / "data"
     (root / "a").mkdir(parents=True)
@@ -608,20 +608,20 @@ def test_a_damaged_data_set_is_reported_whole_before_any_notebook_runs(tmp_path,
     image = sorted((damaged / "basic" / "Image" / "aligned").glob("test_*.jpg"))[0]
     image.write_bytes(b"not a jpeg at all")
     with pytest.raises(DataError) as error:
-        study.run_study("quick", data_path=damaged, echo=pytest.fail)
+        runner.run_study("quick", data_path=damaged, echo=pytest.fail)
     message = str(error.value)
     assert "no notebook was run" in message and f"fer data check {damaged}" in message
     assert "list_patition_label.txt" in message and image.name in message      # both problems, not the first
     assert not (project / "book").exists() and not (project / "data" / "runs").exists()
 
-    planned = study.plan_study("quick", data_path=synthetic_rafdb, only=["01_data"])
-    study.check_data(planned)                                    # passes, and is remembered
+    planned = runner.plan_study("quick", data_path=synthetic_rafdb, only=["01_data"])
+    runner.check_data(planned)                                    # passes, and is remembered
     import fer_utils.data as data_module
     monkeypatch.setattr(data_module, "check_dataset", lambda *a, **k: pytest.fail("decoded again"))
-    study.check_data(planned)
+    runner.check_data(planned)
     planned[0].params["variant"] = "original"          # other images of the same data set: checked anew
     with pytest.raises(pytest.fail.Exception, match="decoded again"):
-        study.check_data(planned)
+        runner.check_data(planned)
 
 
 def _tiny_notebook(path: Path, parameters: str, body: str) -> Path:
@@ -641,40 +641,40 @@ def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
     output = tmp_path / "out" / "fails" / "default.ipynb"
 
     def run(fail):
-        return study.PlannedRun("fails", "default", {"fail": fail}, source, output)
+        return runner.PlannedRun("fails", "default", {"fail": fail}, source, output)
 
-    study.execute(run(False), cwd=tmp_path)
+    runner.execute(run(False), cwd=tmp_path)
     good = output.read_bytes()
-    with pytest.raises(study.StudyRunError, match=r"AssertionError: asked to fail(.|\n)*\.default\.failed\.ipynb"
+    with pytest.raises(runner.StudyRunError, match=r"AssertionError: asked to fail(.|\n)*\.default\.failed\.ipynb"
                                                   r"(.|\n)*page from its last good run is unchanged"):
-        study.execute(run(True), cwd=tmp_path)
+        runner.execute(run(True), cwd=tmp_path)
     assert output.read_bytes() == good
     failed = output.with_name(".default.failed.ipynb")
     assert "asked to fail" in failed.read_text()
     assert not output.with_name(".default.running.ipynb").exists()
-    study.execute(run(False), cwd=tmp_path)
+    runner.execute(run(False), cwd=tmp_path)
     assert not failed.exists() and "all good" in output.read_text()
 
 
 def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(tmp_path, capfd):
     """In the budget's profile each executed run is preceded by the reference workload
-    (fer_utils.speed); its factor goes into the run's stamp and outcome, and a run skipped as
+    (fer_utils.study.speed); its factor goes into the run's stamp and outcome, and a run skipped as
     unchanged reports the factor of the execution that made it. The kernel talks over Unix sockets:
     no ipykernel warning about plain-text TCP on stderr."""
-    from fer_utils import speed
+    from fer_utils.study import speed
 
     source = _tiny_notebook(tmp_path / "tiny.ipynb", "n = 1", "print(n + 1)")
-    run = study.PlannedRun("tiny", "default", {"n": 1}, source, tmp_path / "out" / "tiny" / "default.ipynb")
+    run = runner.PlannedRun("tiny", "default", {"n": 1}, source, tmp_path / "out" / "tiny" / "default.ipynb")
     lines = []
-    (done,) = study.execute_study([run], echo=lines.append, measure_speed=True)
+    (done,) = runner.execute_study([run], echo=lines.append, measure_speed=True)
     assert done.executed and done.factor > 0
-    stamp = study.freshness.read_stamp(run.output)
+    stamp = freshness.read_stamp(run.output)
     assert stamp["speed"]["workload"] == speed.WORKLOAD and stamp["speed"]["factor"] == done.factor
     assert len(stamp["speed"]["samples"]) == speed.SAMPLES and stamp["speed"]["threads"] >= 1
     assert f"(speed factor {done.factor:.2f})" in lines[0]
-    (again,) = study.execute_study([run], echo=lines.append, measure_speed=True)
+    (again,) = runner.execute_study([run], echo=lines.append, measure_speed=True)
     assert not again.executed and again.factor == done.factor and f"at speed factor {done.factor:.2f}" in lines[-1]
-    (unmeasured,) = study.execute_study([run], echo=lines.append, force=True)   # not the budget's profile
-    assert unmeasured.executed and unmeasured.factor is None and "speed" not in study.freshness.read_stamp(run.output)
+    (unmeasured,) = runner.execute_study([run], echo=lines.append, force=True)   # not the budget's profile
+    assert unmeasured.executed and unmeasured.factor is None and "speed" not in freshness.read_stamp(run.output)
     err = capfd.readouterr().err
     assert "Kernel is running over TCP" not in err and "IPKernelApp" not in err, err

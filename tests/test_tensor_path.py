@@ -16,7 +16,7 @@ import fer_utils.data.decoded as decoded_module
 from fer_utils.data import BatchTransform, FERDataset, decoded_images, load_fer2013, load_rafdb, open_image
 from fer_utils.data.tensor_transforms import RRC_RATIO, image_transform, rrc_boxes
 from fer_utils.errors import ConfigError
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 P32 = Preprocessing(32, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
 

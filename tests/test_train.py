@@ -13,8 +13,8 @@ from torch.utils.data import TensorDataset
 from fer_utils.data import BatchTransform, FERDataset, make_datasets, make_splits
 from fer_utils.errors import ConfigError
 from fer_utils.models import create_model
-from fer_utils.preprocessing import Preprocessing
-from fer_utils.train import HISTORY_COLUMNS, TrainConfig, fit
+from fer_utils.options import Preprocessing
+from fer_utils.training.train import HISTORY_COLUMNS, TrainConfig, fit
 
 N_CLASSES = 3
 
@@ -85,7 +85,7 @@ def test_restore_best_false_keeps_the_last_epochs_weights_as_the_original_did():
 
 
 def test_warmup_raises_the_learning_rate_linearly_then_leaves_it():
-    from fer_utils.train import Warmup
+    from fer_utils.training.train import Warmup
 
     optimizer = torch.optim.Adam(tiny_net().parameters(), lr=0.1)
     warmup = Warmup(optimizer, steps=4)
@@ -226,7 +226,7 @@ class _Head(nn.Module):
 
 
 def test_fit_and_predict_take_tuple_inputs_of_2d_features_with_channels_last():
-    from fer_utils.evaluate import predict_proba
+    from fer_utils.training.evaluate import predict_proba
 
     torch.manual_seed(0)
     head = _Head()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from fer_utils.cli import main
 from fer_utils.data import load_dataset, make_splits
-from fer_utils.probe import linear_probe
+from fer_utils.study.probe import linear_probe
 from fer_utils.vlm import GenerationSettings, make_captioner
 from fer_utils.vlm.pipeline import CAPTION_NAMESPACE, caption_index, embed_texts, shard
 from fer_utils.vlm.prompts import PROMPTS
@@ -165,14 +165,13 @@ def test_fer_caption_and_embed_commands(synthetic_rafdb, tmp_path, one_torch_thr
 
 
 def test_prompt_run_records_captions_votes_and_probe(synthetic_rafdb, tmp_path, one_torch_thread):
-    from fer_utils import config, runs
-    from fer_utils.vlm import experiment, report
+    from fer_utils.study import config, prompt_report, prompt_study, runs
 
     cfg = config.VLMPromptsConfig(data_path=str(synthetic_rafdb), captioner="simulated", simulated_accuracy=0.9,
                                   text_encoder="minilm", n_bootstrap=20, cache_dir=str(tmp_path / "cache"),
                                   run_dir=str(tmp_path / "run"))
-    run = experiment.run_prompt(cfg, progress=False)
-    folder = experiment.save_prompt_run(cfg, run)
+    run = prompt_study.run_prompt(cfg, progress=False)
+    folder = prompt_study.save_prompt_run(cfg, run)
     rec = runs.load_run(folder)
     m = rec["metrics"]
     assert m["captioner"]["simulated"] and m["vote"]["coverage"] == 1.0
@@ -180,10 +179,10 @@ def test_prompt_run_records_captions_votes_and_probe(synthetic_rafdb, tmp_path, 
     assert m["probe"]["macro_f1"] > 0.5 and m["macro_f1"] == m["probe"]["macro_f1"]
     captions = pd.read_csv(folder / "captions.csv", keep_default_na=False)
     assert len(captions) == len(run.index) and set(captions["split"]) == {"train", "val", "test"}
-    assert "Simulated captions" in report.captioner_notice(m)
-    table = report.prompt_table({"simulated": rec})
+    assert "Simulated captions" in prompt_report.captioner_notice(m)
+    table = prompt_report.prompt_table({"simulated": rec})
     assert table.index[-1].startswith("majority class")
-    assert "simulated" in report.comparison_interpretation({"simulated": rec})
+    assert "simulated" in prompt_report.comparison_interpretation({"simulated": rec})
     json.dumps(m)   # the record is plain JSON
 
 

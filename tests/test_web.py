@@ -22,8 +22,8 @@ from PIL import Image
 from fer_utils.cli import main
 from fer_utils.labels import EMOTIONS, KOREAN
 from fer_utils.models import create_model
-from fer_utils.predict import save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import save_bundle
+from fer_utils.options import Preprocessing
 from fer_utils.web import create_app
 from fer_utils.web.extensions import db, limiter
 from fer_utils.web.maintenance import create_admin, purge_uploads
@@ -875,7 +875,7 @@ def test_a_missing_model_is_explained_on_the_page(tmp_path):
 def test_a_fused_bundle_shows_its_caption_and_vlm_vote(tmp_path, bundle):
     """A fused bundle (the real tiny BLIP-2 and tiny CLIP built in code, a gated head): the result
     page and the API give the caption the head read and the emotion it names."""
-    from fer_utils.fused_bundle import captioner_record, encoder_record, save_fused_bundle
+    from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
     from fer_utils.models.fusion import create_head
     from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
     from fer_utils.vlm.prompts import PROMPTS

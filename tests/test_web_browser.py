@@ -20,8 +20,8 @@ from browser import LOCAL_HOST, Watch, chromium
 
 from fer_utils.labels import EMOTIONS, KOREAN
 from fer_utils.models import create_model
-from fer_utils.predict import save_bundle
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.inference.predict import save_bundle
+from fer_utils.options import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "_build" / "test-artifacts" / "web"

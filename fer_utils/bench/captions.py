@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from . import best_seconds, cuda_sync, noise_image, peak_memory_mib
+from fer_utils.bench import best_seconds, cuda_sync, noise_image, peak_memory_mib
 
 CPU_BATCHES = (1, 8, 32, 64)
 GPU_BATCHES = (1, 8, 32, 64, 128, 256)

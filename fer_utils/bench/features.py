@@ -5,7 +5,7 @@ second of
 
 (a) a naive loop: one image at a time, PIL open -> transform -> model forward (under no_grad,
     float32, default memory format, whatever the options);
-(b) :func:`fer_utils.features.extract_features` with the cache disabled (DataLoader, batching);
+(b) :func:`fer_utils.training.features.extract_features` with the cache disabled (DataLoader, batching);
 (c) the model's forward pass alone on tensors decoded and transformed beforehand, same batch size,
 
 and reports b/a (what batching and the pipeline buy; target >= 5x) and b/c (how close the
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import best_seconds, cuda_sync, peak_memory_mib, synthetic_index
+from fer_utils.bench import best_seconds, cuda_sync, peak_memory_mib, synthetic_index
 
 
 def measure_features(model: str = "densenet121", device: str = "auto", n: int = 256, naive_n: int = 64,
@@ -35,7 +35,7 @@ def measure_features(model: str = "densenet121", device: str = "auto", n: int = 
     import torch
 
     from fer_utils.data import image_transform, load_dataset, open_image
-    from fer_utils.features import extract_features
+    from fer_utils.training.features import extract_features
     from fer_utils.models import create_model, model_info
     from fer_utils.models.runtime import autocast, resolve_device
 

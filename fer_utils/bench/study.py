@@ -1,4 +1,4 @@
-"""The study cold vs warm: :func:`fer_utils.study.run_study` in a new, temporary project folder, then
+"""The study cold vs warm: :func:`fer_utils.study.runner.run_study` in a new, temporary project folder, then
 again with nothing changed.
 
 :func:`measure_study` sets up a scratch project as the test suite's quick study does: a copy of the
@@ -7,7 +7,7 @@ folder named by ``$FER_HOME`` (every other folder the project's default inside i
 caches and bundles start empty), and a small synthetic data set in RAF-DB layout made by
 :func:`fer_utils.data.synthetic.generate`. It times ``run_study(profile)`` there (cold: every
 notebook executes, every cache fills), then the same call again (warm). Where the study skips runs
-whose inputs have not changed (``fer_utils.freshness``) the warm run is only the check; where it
+whose inputs have not changed (``fer_utils.study.freshness``) the warm run is only the check; where it
 does not, the warm run re-executes every notebook on warm caches, and the ratio is near 1.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def measure_study(profile: str = "quick", only=None, scale: float = 0.01, min_pe
     second time); ``only`` limits the notebooks as ``fer study run --only`` does."""
     from fer_utils.data import synthetic
     from fer_utils.paths import ENV_DIRS, ENV_HOME, project_paths
-    from fer_utils.study import run_study
+    from fer_utils.study.runner import run_study
 
     source = Path(source) if source else project_paths().root
     saved = {var: os.environ.get(var) for var in (ENV_HOME, *ENV_DIRS.values())}

@@ -1,4 +1,4 @@
-"""Training throughput: :func:`fer_utils.train.fit` on images through the project's data sets vs
+"""Training throughput: :func:`fer_utils.training.train.fit` on images through the project's data sets vs
 the same train step on tensors made beforehand (the "no data loading" limit).
 
 :func:`measure_training` builds train and validation :class:`~fer_utils.data.FERDataset` s with
@@ -19,7 +19,7 @@ import copy
 import tempfile
 from pathlib import Path
 
-from . import best_seconds, cuda_sync, peak_memory_mib, synthetic_index
+from fer_utils.bench import best_seconds, cuda_sync, peak_memory_mib, synthetic_index
 
 
 def measure_training(model: str = "densenet121", device: str = "auto", n: int = 256, val_n: int = 32,
@@ -34,8 +34,8 @@ def measure_training(model: str = "densenet121", device: str = "auto", n: int = 
     from fer_utils.data import load_dataset, make_datasets
     from fer_utils.models import create_model, model_info
     from fer_utils.models.runtime import autocast, amp_dtype, resolve_device
-    from fer_utils.repro import seed_everything
-    from fer_utils.train import TrainConfig, _optimizer, compiled, fit, fold_for_training, training_loss
+    from fer_utils.training.repro import seed_everything
+    from fer_utils.training.train import TrainConfig, _optimizer, compiled, fit, fold_for_training, training_loss
 
     device = resolve_device(device)
     preprocessing = model_info(model).preprocessing.with_size(image_size)
@@ -136,7 +136,7 @@ def step_agreement(model: str = "densenet121", device: str = "cpu", image_size: 
 
     from fer_utils.models import create_model
     from fer_utils.models.runtime import autocast, resolve_device
-    from fer_utils.train import compiled
+    from fer_utils.training.train import compiled
 
     torch.manual_seed(seed)
     initial = create_model(model)

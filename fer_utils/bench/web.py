@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import load_average
+from fer_utils.bench import load_average
 
 HOST = "127.0.0.1"
 SERVER_THREADS = 8
@@ -62,7 +62,7 @@ def default_bundles() -> list[Path]:
     from fer_utils.data import describe_dataset, load_dataset
     from fer_utils.errors import DataError
     from fer_utils.paths import project_paths
-    from fer_utils.predict import choose_bundle
+    from fer_utils.inference.predict import choose_bundle
 
     paths = project_paths()
     if not paths.synthetic.exists():
@@ -83,8 +83,8 @@ def in_process(bundle: Path, image, warmup: int, n: int, seconds: float) -> dict
     """p50 of crop_face + predict_labeled without HTTP, and of each half."""
     import numpy as np
 
-    from fer_utils.faces import crop_face
-    from fer_utils.predict import Predictor
+    from fer_utils.inference.faces import crop_face
+    from fer_utils.inference.predict import Predictor
 
     predictor = Predictor.from_bundle(bundle)
     for _ in range(warmup):
@@ -308,7 +308,7 @@ def measure_bundle(bundle: Path, image_path: Path, requests: int = 200, seconds:
     """(a) and (b) of the module's description for one bundle."""
     from PIL import Image
 
-    from fer_utils.predict import bundle_summary
+    from fer_utils.inference.predict import bundle_summary
 
     data = Path(image_path).read_bytes()
     with Image.open(image_path) as opened:

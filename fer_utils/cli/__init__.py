@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import click
 
-from .base import FERGroup
-from .bench import bench_cmd
-from .book import book
-from .dashboard import dashboard_cmd
-from .data import data
-from .features import features_cmd
-from .predict import predict_cmd
-from .runs import runs
-from .study import study
-from .vlm import caption_cmd, embed_cmd
-from .web import serve, web
+from fer_utils.cli.base import FERGroup
+from fer_utils.cli.bench import bench_cmd
+from fer_utils.cli.book import book
+from fer_utils.cli.dashboard import dashboard_cmd
+from fer_utils.cli.data import data
+from fer_utils.cli.features import features_cmd
+from fer_utils.cli.predict import predict_cmd
+from fer_utils.cli.runs import runs
+from fer_utils.cli.study import study
+from fer_utils.cli.vlm import caption_cmd, embed_cmd
+from fer_utils.cli.web import serve, web
 
 
 @click.group(cls=FERGroup)

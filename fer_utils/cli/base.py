@@ -6,7 +6,7 @@ import re
 
 import click
 
-from ..errors import FERError
+from fer_utils.errors import FERError
 
 
 class FERGroup(click.Group):
@@ -58,6 +58,6 @@ def flag_errors(fn):
 
 def project():
     """The current project's folders (:func:`fer_utils.paths.project_paths`)."""
-    from ..paths import project_paths
+    from fer_utils.paths import project_paths
 
     return project_paths()

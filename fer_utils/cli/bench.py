@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..bench import PARTS
-from ..options import COMPILE_MODES
+from fer_utils.bench import PARTS
+from fer_utils.options import COMPILE_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 CAPTIONERS = ("tiny", "real-size")
@@ -37,29 +37,29 @@ def parse_only(value: str | None) -> list[str]:
 def _measure(part: str, sizes: dict, device: str, captioner: str, workers, amp: bool, bundles, echo,
              torch_compile: str = "none") -> dict:
     if part == "features":
-        from ..bench.features import measure_features
+        from fer_utils.bench.features import measure_features
 
         return measure_features(sizes["model"], device, sizes["n"], sizes["naive_n"], sizes["image_size"],
                                 batch_size=sizes["batch_size"], num_workers=workers,
                                 fp16=amp and device.startswith("cuda"), repeats=sizes["repeats"])
     if part == "training":
-        from ..bench.training import measure_training
+        from fer_utils.bench.training import measure_training
 
         return measure_training(sizes["model"], device, sizes["n"], sizes["val_n"], sizes["image_size"],
                                 batch_size=sizes["batch_size"], epochs=sizes["epochs"],
                                 num_workers=0 if workers == "auto" else workers, amp=amp,
                                 repeats=max(1, sizes["repeats"] - 1), torch_compile=torch_compile)
     if part == "captions":
-        from ..bench.captions import measure_captions
+        from fer_utils.bench.captions import measure_captions
 
         return measure_captions(captioner, device=device, batch_sizes=sizes["caption_batches"], n=sizes["caption_n"],
                                 naive_n=sizes["caption_naive_n"], new_tokens=sizes["new_tokens"],
                                 repeats=max(1, sizes["repeats"] - 1))
     if part == "study":
-        from ..bench.study import measure_study
+        from fer_utils.bench.study import measure_study
 
         return measure_study("quick", only=sizes["study_only"], echo=echo)
-    from ..bench.web import measure_web
+    from fer_utils.bench.web import measure_web
 
     return measure_web(bundles or None, echo=echo, requests=sizes["web_requests"], seconds=sizes["web_seconds"],
                        baseline_requests=min(50, sizes["web_requests"]), clients=sizes["web_clients"])
@@ -178,7 +178,7 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
     workers = _workers(workers)
     if model in CAPTIONERS:  # `--model real-size`, as benchmarks/bench_captions.py spells it
         captioner, model = model, None
-    from ..models.runtime import resolve_device
+    from fer_utils.models.runtime import resolve_device
 
     if device == "cuda":
         import torch
@@ -192,7 +192,7 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
             sizes[key] = value
     if n is not None:
         sizes["caption_n"] = sizes["web_requests"] = n
-    from ..models import list_models
+    from fer_utils.models import list_models
 
     if sizes["model"] not in list_models():
         raise click.BadParameter(f"unknown model {sizes['model']!r}; choose from {', '.join(list_models())}",
@@ -201,8 +201,8 @@ def bench_cmd(only, device, model, captioner, image_size, n, batch_size, workers
         import torch
 
         torch.set_num_threads(threads)
-    from ..bench import machine
-    from ..errors import FERError
+    from fer_utils.bench import machine
+    from fer_utils.errors import FERError
 
     report = {"command": "fer bench", "quick": quick, "machine": machine(), "sizes": sizes, "results": {}}
     for part in parts:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup, project
+from fer_utils.cli.base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -22,14 +22,13 @@ def book_build(root, no_strict):
     """Write _toc.yml from the study manifest and build the book into <root>/_build/html (warnings are errors)."""
     import time
 
-    from .. import study as st
-    from .. import studycheck
+    from fer_utils.study import check as studycheck, runner as st
 
     runs = project().runs if root is None else None
     factor = None
     budget = st.budget_profile() if runs is not None else None
     if budget is not None and studycheck.timing_profile(runs) == budget:   # the book is a step of the budget
-        from .. import speed
+        from fer_utils.study import speed
 
         factor = speed.measure().factor
     start = time.perf_counter()

@@ -16,7 +16,7 @@ TEMPLATE = "fer"
 
 def voila_command(port: int, notebook: Path | None = None) -> list[str]:
     """The Voila command line serving the dashboard on 127.0.0.1:``port`` (no browser opened)."""
-    from ..dashboard import NOTEBOOK
+    from fer_utils.dashboard import NOTEBOOK
 
     return [sys.executable, "-m", "voila", str(notebook or NOTEBOOK), f"--port={port}", "--no-browser",
             "--Voila.ip=127.0.0.1", "--show_tracebacks=False", f"--template={TEMPLATE}"]
@@ -24,9 +24,9 @@ def voila_command(port: int, notebook: Path | None = None) -> list[str]:
 
 def dashboard_environment(bundles: Path | None, data: Path | None, bundle: Path | None, env=None) -> dict:
     """The environment the dashboard's kernel reads its folders from (``FER_DASHBOARD_*``, ``FER_HOME``)."""
-    from ..dashboard import ENV_BUNDLE, ENV_BUNDLES, ENV_DATA, NOTEBOOK
+    from fer_utils.dashboard import ENV_BUNDLE, ENV_BUNDLES, ENV_DATA, NOTEBOOK
 
-    from ..paths import ENV_DIRS, project_paths
+    from fer_utils.paths import ENV_DIRS, project_paths
 
     env = dict(os.environ if env is None else env)
     folders = project_paths(env)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..options import DATA_FORMATS, RAFDB_VARIANTS
-from .base import FERGroup, project
+from fer_utils.options import DATA_FORMATS, RAFDB_VARIANTS
+from fer_utils.cli.base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -29,7 +29,7 @@ def data():
 def data_synth(out, seed, scale, min_per_class, workers):
     """Write the synthetic face data set in RAF-DB's exact on-disk layout."""
     out = out or project().synthetic   # before the imports: no project folder is said at once
-    from ..data import synthetic
+    from fer_utils.data import synthetic
 
     seed = synthetic.DEFAULT_SEED if seed is None else seed
     scale = synthetic.DEFAULT_SCALE if scale is None else scale
@@ -48,7 +48,7 @@ def data_synth(out, seed, scale, min_per_class, workers):
               help="RAF-DB image folder to check, basic/Image/<variant>/ (other formats ignore it).")
 def data_check(path, fmt, variant):
     """Validate a data set; print counts per class and split; exit 1 on any problem."""
-    from ..data import check_dataset
+    from fer_utils.data import check_dataset
 
     report = check_dataset(path, fmt=fmt, variant=variant)
     click.echo(report.format())

@@ -3,7 +3,7 @@
 The CNN is a model bundle (``--bundle``: its weights and preprocessing) or a registry architecture
 (``--model``) with its pretrained ImageNet weights (``--random-weights``: drawn from ``--seed``,
 for timing and tests). ``--shard i/n`` extracts every n-th image from the i-th (shards add up in
-the cache); ``--ray [ADDRESS]`` runs the extraction on Ray Data actors (:mod:`fer_utils.scale`),
+the cache); ``--ray [ADDRESS]`` runs the extraction on Ray Data actors (:mod:`fer_utils.inference.scale`),
 writing the same entries. Ends with a summary on stderr: images, cache hits, images/s.
 """
 from __future__ import annotations
@@ -13,13 +13,12 @@ from pathlib import Path
 
 import click
 
-from .base import flag_errors, project
-from .vlm import load_shard, ray_context, ray_options
+from fer_utils.cli.base import flag_errors, project
+from fer_utils.cli.vlm import load_shard, ray_context, ray_options
 
 
 def _options(fn):
-    from ..options import CNN_ARCHITECTURES
-    from ..preprocessing import NORMALIZATIONS
+    from fer_utils.options import CNN_ARCHITECTURES, NORMALIZATIONS
 
     options = [
         click.argument("data_path", type=click.Path(path_type=Path, exists=True)),
@@ -57,11 +56,11 @@ def features_cmd(**opts):
     """Extract the CNN features of DATA_PATH's images into the cache."""
     import numpy as np
 
-    from ..cache import Cache
-    from ..features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, extract_features, feature_keys
-    from ..models.runtime import amp_dtype, resolve_device
-    from ..scale import CNNSpec
-    from ..vlm.pipeline import Throughput
+    from fer_utils.cache import Cache
+    from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, extract_features, feature_keys
+    from fer_utils.models.runtime import amp_dtype, resolve_device
+    from fer_utils.inference.scale import CNNSpec
+    from fer_utils.vlm.pipeline import Throughput
 
     if bool(opts["model"]) == bool(opts["bundle"]):
         raise click.UsageError("name the CNN: exactly one of --model NAME or --bundle PATH")
@@ -81,7 +80,7 @@ def features_cmd(**opts):
     name = opts["model"] or opts["bundle"].name
     with ray_context(opts):
         if opts["ray_address"] is not None:
-            from ..scale import extract_features_ray
+            from fer_utils.inference.scale import extract_features_ray
 
             ids, features, throughput = extract_features_ray(
                 spec, part, batch_size=opts["batch_size"], num_workers=workers, device=opts["device"],

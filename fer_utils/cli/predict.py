@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .base import project
+from fer_utils.cli.base import project
 
 
 def printable(text: str) -> str:
@@ -37,7 +37,7 @@ def predict_cmd(images, bundle, data_path, device, crop):
     A fused bundle (CNN + captioner + text encoder + head) also gives each image's "caption" (the
     text its head read) and "vote" (the emotion the caption names, or null).
 
-    --crop-face: each image is predicted on the crop around its largest face (fer_utils.faces.crop_face)
+    --crop-face: each image is predicted on the crop around its largest face (fer_utils.inference.faces.crop_face)
     and its answer has "face": {"box": [x, y, w, h] of the face in the file's pixels or null,
     "crop_box": [x0, y0, x1, y1] cut out or null (whole image used), "notice": why the whole image
     was used, or that several faces were found, or null}.
@@ -47,10 +47,10 @@ def predict_cmd(images, bundle, data_path, device, crop):
     answered; 1 some image failed; 2 no answer at all (unusable bundle, bad option).
     """
     folders = project() if bundle is None else None   # before the imports: no project folder is said at once
-    from ..predict import Predictor, choose_bundle
+    from fer_utils.inference.predict import Predictor, choose_bundle
 
     if bundle is None:
-        from ..data import describe_dataset, load_dataset
+        from fer_utils.data import describe_dataset, load_dataset
 
         if data_path is None and not folders.synthetic.exists():
             raise click.UsageError(f"no --bundle given, and the default data set {folders.synthetic} does not "
@@ -91,9 +91,9 @@ def _predict_faces(predictor, images) -> tuple[list[dict], dict[str, str]]:
     """Per image, the answer on its face crop with "face" added, or {"error"} naming the file; and
     the in-memory names the predictor gives the crops (in its warnings) -> the files they came from.
     Files are decoded in full (no JPEG draft): the face box is in the file's pixels."""
-    from ..data import open_image
-    from ..errors import DataError
-    from ..faces import FaceCrop, crop_face
+    from fer_utils.data import open_image
+    from fer_utils.errors import DataError
+    from fer_utils.inference.faces import FaceCrop, crop_face
 
     found: dict[int, FaceCrop] = {}
     errors: dict[int, str] = {}

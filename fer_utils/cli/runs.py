@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup, project
+from fer_utils.cli.base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -19,7 +19,7 @@ def runs():
 def runs_export(archive, bundles):
     """Write the project's run records and executed notebooks to ARCHIVE (.tar.gz, appended when
     the name lacks it)."""
-    from ..archive import export_results
+    from fer_utils.study.archive import export_results
 
     if not archive.name.endswith((".tar.gz", ".tgz")):
         archive = archive.with_name(archive.name + ".tar.gz")
@@ -35,7 +35,7 @@ def runs_export(archive, bundles):
 def runs_import(archive, replace):
     """Check ARCHIVE (made by `fer runs export`) and unpack it into this project; then
     `fer book build` builds the book from it. Nothing is written if any check fails."""
-    from ..archive import import_results
+    from fer_utils.study.archive import import_results
 
     paths = project()
     written = import_results(archive, paths.runs, paths.book_out, replace=replace)

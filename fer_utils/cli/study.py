@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .base import FERGroup, project
+from fer_utils.cli.base import FERGroup, project
 
 
 @click.group(cls=FERGroup)
@@ -37,8 +37,7 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
     is then an error. A run whose notebook, parameters, code, data set and the run records it reads
     are unchanged since it last executed is skipped (--force executes it again).
     """
-    from .. import study as st
-    from .. import studycheck
+    from fer_utils.study import check as studycheck, runner as st
 
     runs = st.plan_study(profile=profile, data_path=data_path, runs_root=runs_root, out_dir=out_dir,
                          only=only, manifest_path=manifest)
@@ -76,8 +75,7 @@ def study_check(profile, data_path, manifest):
     an executed notebook, a run record and a page of the book; in the manifest's checks profile,
     no trained model collapsed and every step kept within its limit (its share x the host's speed
     factor measured before it x the manifest's tolerance). Exit 1 on a problem."""
-    from .. import study as st
-    from .. import studycheck
+    from fer_utils.study import check as studycheck, runner as st
 
     paths = project()
     planned = st.plan_study(profile=profile, data_path=data_path, manifest_path=manifest)
@@ -96,11 +94,11 @@ def _generate_default_data(path: Path, measure_speed: bool = False) -> tuple[flo
     older default would not be what the default profile was calibrated on); anything else there,
     a current-version set of other settings included, is left alone. Returns the seconds it took
     (0 when nothing was written) and, with ``measure_speed``, the host's speed factor measured
-    before it (:mod:`fer_utils.speed`; else None)."""
+    before it (:mod:`fer_utils.study.speed`; else None)."""
     import os
     import time
 
-    from ..data import synthetic
+    from fer_utils.data import synthetic
 
     if not path.exists():
         click.echo(f"{path} is missing: generating the embedded synthetic data set")
@@ -111,7 +109,7 @@ def _generate_default_data(path: Path, measure_speed: bool = False) -> tuple[flo
         return 0.0, None
     factor = None
     if measure_speed:
-        from .. import speed
+        from fer_utils.study import speed
 
         factor = speed.measure().factor
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 Both take the data set folder, the captioner's options and ``--shard i/n`` (every n-th image from
 the i-th: shards run on several machines or GPUs write cache entries that simply add up; copy the
 cache folders together), or ``--ray [ADDRESS]`` (the work on Ray Data actors, one per GPU: see
-:mod:`fer_utils.scale`; the same cache entries). Each ends with a summary on stderr: images, cache
+:mod:`fer_utils.inference.scale`; the same cache entries). Each ends with a summary on stderr: images, cache
 hits, images/s.
 """
 from __future__ import annotations
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import click
 
-from ..options import TEXT_ENCODERS
-from .base import flag_errors, project
+from fer_utils.options import TEXT_ENCODERS
+from fer_utils.cli.base import flag_errors, project
 
 DEFAULTS = {"captioner": "blip2", "prompt": "original"}
 
 
 def caption_options(fn):
     """The options that say which captions: captioner, prompt, generation settings, shard, cache."""
-    from ..options import CAPTIONERS
+    from fer_utils.options import CAPTIONERS
 
     options = [
         click.argument("data_path", type=click.Path(path_type=Path, exists=True)),
@@ -80,7 +80,7 @@ def ray_context(opts: dict):
     """A Ray session for ``--ray`` (a clear error naming the extra when Ray is missing), else nothing."""
     if opts.get("ray_address") is None:
         return contextlib.nullcontext()
-    from ..scale import ray_session
+    from fer_utils.inference.scale import ray_session
 
     return ray_session(opts["ray_address"])
 
@@ -88,8 +88,8 @@ def ray_context(opts: dict):
 def load_shard(opts: dict):
     """The index of ``opts["data_path"]``, only the ``--shard`` part if given (a malformed
     ``--shard`` is a usage error naming the option; any other error passes through as it is)."""
-    from ..data import load_dataset
-    from ..vlm.pipeline import shard
+    from fer_utils.data import load_dataset
+    from fer_utils.vlm.pipeline import shard
 
     try:
         return shard(load_dataset(opts["data_path"]), opts["shard"])
@@ -101,9 +101,9 @@ def load_shard(opts: dict):
 
 def _captions(opts: dict):
     """Load the data set, build the captioner, caption the shard; returns (index, CaptionResult, cache)."""
-    from ..vlm import GenerationSettings, make_captioner
-    from ..vlm.pipeline import caption_index
-    from ..vlm.prompts import resolve_prompt
+    from fer_utils.vlm import GenerationSettings, make_captioner
+    from fer_utils.vlm.pipeline import caption_index
+    from fer_utils.vlm.prompts import resolve_prompt
 
     part = load_shard(opts)
     _, prompt = resolve_prompt(opts["prompt"])
@@ -115,7 +115,7 @@ def _captions(opts: dict):
                    accuracy=opts["accuracy"], seed=opts["seed"], device=opts["device"], dtype=opts["dtype"])
     cache = opts["cache_dir"] or project().cache
     if opts.get("ray_address") is not None and opts["captioner"] not in ("precomputed", "simulated"):
-        from ..scale import CaptionerSpec, caption_index_ray   # (those two read a file or draw: instant, local)
+        from fer_utils.inference.scale import CaptionerSpec, caption_index_ray   # (those two read a file or draw: instant, local)
 
         result = caption_index_ray(part, CaptionerSpec(opts["captioner"], options), prompt, settings, cache,
                                    concurrency=opts["concurrency"])
@@ -157,14 +157,14 @@ def embed_cmd(encoder_name, text_model_id, **opts):
     """Embed the captions of DATA_PATH's images (captioning what the cache lacks) into the cache."""
     import numpy as np
 
-    from ..vlm import make_encoder
-    from ..vlm.pipeline import embed_texts
+    from fer_utils.vlm import make_encoder
+    from fer_utils.vlm.pipeline import embed_texts
 
     kwargs = {"device": opts["device"], **({"model_id": text_model_id} if text_model_id else {})}
     with ray_context(opts):
         _, result, cache = _captions(opts)
         if opts["ray_address"] is not None:
-            from ..scale import EncoderSpec, embed_texts_ray
+            from fer_utils.inference.scale import EncoderSpec, embed_texts_ray
 
             spec = EncoderSpec(encoder_name, kwargs)
             encoder = spec.build(device="cpu")   # this process's copy: keys, read-back, the summary

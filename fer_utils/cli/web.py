@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from fer_utils.errors import ConfigError
 
 # A production WSGI server (waitress, pure Python, works on Windows too); `--debug` uses Flask's.
 DEFAULT_HOST = "127.0.0.1"
 
 
 def _app(instance: Path | None, bundle: Path | None = None, **config):
-    from ..web import create_app
+    from fer_utils.web import create_app
 
     if instance is not None:
         config["INSTANCE_PATH"] = str(instance)
@@ -48,8 +48,8 @@ def init_db(instance):
 @instance_option
 def create_admin_cmd(username, password_stdin, promote, instance):
     """Create an admin account (admin rights come from the role, never from the name)."""
-    from ..web.extensions import db
-    from ..web.maintenance import create_admin
+    from fer_utils.web.extensions import db
+    from fer_utils.web.maintenance import create_admin
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -70,8 +70,8 @@ def create_admin_cmd(username, password_stdin, promote, instance):
 @instance_option
 def purge(days, instance):
     """Delete uploaded photos older than the retention period (the prediction records stay)."""
-    from ..web.maintenance import purge_uploads
-    from ..web.settings import retention_days
+    from fer_utils.web.maintenance import purge_uploads
+    from fer_utils.web.settings import retention_days
 
     app = _app(instance)
     days = retention_days(days if days is not None else app.config.get("RETENTION_DAYS"), "--days")

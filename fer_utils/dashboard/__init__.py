@@ -2,12 +2,12 @@
 as package data and served by ``fer dashboard``) holds only widgets and layout.
 
 Everything goes through the study's own inference path: uploads are checked by
-:func:`fer_utils.uploads.read_upload` (content sniffed, decompression bombs refused), the largest
-face is cropped by :func:`fer_utils.faces.crop_face` (as on the web site and in
-``fer predict --crop-face``), the bundle's :class:`~fer_utils.predict.Predictor` answers, a CNN
-bundle's decision is explained by Grad-CAM (:func:`fer_utils.explain.gradcam`, captum), a fused
-bundle's text path by :func:`fer_utils.explain.text_contribution`. Figures come from
-:mod:`fer_utils.plots`. Test results are the bundle's predictions on the test split of the data
+:func:`fer_utils.inference.uploads.read_upload` (content sniffed, decompression bombs refused), the largest
+face is cropped by :func:`fer_utils.inference.faces.crop_face` (as on the web site and in
+``fer predict --crop-face``), the bundle's :class:`~fer_utils.inference.predict.Predictor` answers, a CNN
+bundle's decision is explained by Grad-CAM (:func:`fer_utils.inference.explain.gradcam`, captum), a fused
+bundle's text path by :func:`fer_utils.inference.explain.text_contribution`. Figures come from
+:mod:`fer_utils.study.plots`. Test results are the bundle's predictions on the test split of the data
 set it was trained on (checked by fingerprint), cached by bundle weights and data fingerprint.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..errors import DataError, FERError
-from ..labels import EMOTIONS, KOREAN
+from fer_utils.errors import DataError, FERError
+from fer_utils.labels import EMOTIONS, KOREAN
 
 NOTEBOOK = Path(__file__).with_name("dashboard.ipynb")
 """The dashboard notebook (package data)."""
@@ -48,7 +48,7 @@ class Settings:
     @classmethod
     def from_environment(cls, env=None) -> Settings:
         """From ``FER_DASHBOARD_*`` (set by ``fer dashboard``), else the project's folders."""
-        from ..paths import project_paths
+        from fer_utils.paths import project_paths
 
         env = os.environ if env is None else env
         folders = project_paths(env)
@@ -68,9 +68,9 @@ def bundle_choices(settings: Settings) -> tuple[list[BundleChoice], str | None, 
     """``(choices, preselected path, message)``. Choices: every servable bundle under
     ``settings.bundles``, best validation macro F1 first, plus ``settings.bundle`` when named.
     Preselected: the named bundle, else the validation-best among those trained on
-    ``settings.data`` (:func:`~fer_utils.predict.choose_bundle`), else the validation-best of all
+    ``settings.data`` (:func:`~fer_utils.inference.predict.choose_bundle`), else the validation-best of all
     (the message says so). No bundle at all: no choices and a message with the command that makes one."""
-    from ..predict import bundle_summary, choose_bundle, list_bundles
+    from fer_utils.inference.predict import bundle_summary, choose_bundle, list_bundles
 
     servable, skipped = list_bundles(settings.bundles)
     if settings.bundle is not None:
@@ -87,7 +87,7 @@ def bundle_choices(settings: Settings) -> tuple[list[BundleChoice], str | None, 
         return choices, named["path"], None
     message = None
     try:
-        from ..data import describe_dataset, load_dataset
+        from fer_utils.data import describe_dataset, load_dataset
 
         fingerprint = describe_dataset(settings.data, load_dataset(settings.data))["fingerprint"]
         best = choose_bundle(settings.bundles, fingerprint)["path"]
@@ -124,7 +124,7 @@ _PREDICTORS: dict[str, object] = {}
 
 def load_predictor(path: str | os.PathLike):
     """The bundle's Predictor, loaded once per process (switching back is instant)."""
-    from ..predict import Predictor
+    from fer_utils.inference.predict import Predictor
 
     key = str(Path(path).resolve())
     if key not in _PREDICTORS:
@@ -156,17 +156,17 @@ class Analysis:
     probabilities: dict[str, float] = field(default_factory=dict)
     caption: str | None = None
     vote: str | None = None
-    contribution: object | None = None     # fer_utils.explain.TextContribution (fused bundles)
-    gradcam: object | None = None          # fer_utils.explain.GradCAM (CNN bundles)
+    contribution: object | None = None     # fer_utils.inference.explain.TextContribution (fused bundles)
+    gradcam: object | None = None          # fer_utils.inference.explain.GradCAM (CNN bundles)
     seconds: float = 0.0
 
 
 def analyse(predictor, name: str, data: bytes) -> Analysis:
     """Check, crop, predict and explain one upload; a bad upload gives ``error`` (nothing raised)."""
-    from ..explain import gradcam, text_contribution
-    from ..faces import crop_face
-    from ..predict import FusedPredictor
-    from ..uploads import UploadError, read_upload
+    from fer_utils.inference.explain import gradcam, text_contribution
+    from fer_utils.inference.faces import crop_face
+    from fer_utils.inference.predict import FusedPredictor
+    from fer_utils.inference.uploads import UploadError, read_upload
 
     start = time.perf_counter()
     try:
@@ -213,7 +213,7 @@ def probability_png(probabilities: dict[str, float], compare: dict[str, float] |
     neutral caption)."""
     import matplotlib.pyplot as plt
 
-    from ..plots import probability_bars
+    from fer_utils.study.plots import probability_bars
 
     figure, ax = plt.subplots(figsize=(4.6, 2.8))
     probability_bars(probabilities, ax=ax, compare=compare,
@@ -226,7 +226,7 @@ class SplitResults:
     """The bundle's predictions on the test split of its data set."""
 
     frame: pd.DataFrame      # id, path, pixels, true, predicted (class names), p_<class>
-    metrics: dict            # fer_utils.evaluate.evaluate(...)
+    metrics: dict            # fer_utils.training.evaluate.evaluate(...)
     cached: bool
 
 
@@ -234,9 +234,9 @@ def split_results(predictor, data: str | os.PathLike, cache_root: str | os.PathL
     """Predictions of ``predictor`` on the test split of ``data``, which must be the data set the
     bundle was trained on (same fingerprint: else :class:`DataError` saying which it needs).
     Cached by the bundle's weights and the data fingerprint."""
-    from ..cache import Cache
-    from ..data import describe_dataset, load_dataset
-    from ..evaluate import evaluate
+    from fer_utils.cache import Cache
+    from fer_utils.data import describe_dataset, load_dataset
+    from fer_utils.training.evaluate import evaluate
 
     index = load_dataset(data)
     record = describe_dataset(data, index)
@@ -270,7 +270,7 @@ def split_results(predictor, data: str | os.PathLike, cache_root: str | os.PathL
 def confusion_png(results: SplitResults) -> bytes:
     import matplotlib.pyplot as plt
 
-    from ..plots import confusion_matrix
+    from fer_utils.study.plots import confusion_matrix
 
     figure, ax = plt.subplots(figsize=(6.4, 5.4))
     confusion_matrix(results.metrics["confusion_matrix"], ax=ax, title="Test confusion matrix (rows: true)")
@@ -280,7 +280,7 @@ def confusion_png(results: SplitResults) -> bytes:
 def per_class_png(results: SplitResults) -> bytes:
     import matplotlib.pyplot as plt
 
-    from ..plots import per_class_f1
+    from fer_utils.study.plots import per_class_f1
 
     frame = pd.DataFrame([{"class": name, "f1": values["f1"], "model": "this bundle"}
                           for name, values in results.metrics["per_class"].items()])
@@ -304,7 +304,7 @@ def misclassified(results: SplitResults, true: str | None = None, predicted: str
 
 def open_test_image(row) -> Image.Image:
     """A test image (a row of :attr:`SplitResults.frame`), decoded as the study decodes it."""
-    from ..data import open_image
+    from fer_utils.data import open_image
 
     return open_image({"path": row.path, "pixels": row.pixels})
 

@@ -23,7 +23,7 @@ class FERDataset(Dataset):
     list/array of positions returns a whole batch ``(uint8 [B, H, W, 3], int64 [B])`` with one
     fancy index into the array: :func:`fer_utils.models.runtime.make_loader` fetches batches so.
     ``batch_transform`` (a :class:`~fer_utils.data.tensor_transforms.BatchTransform`, None: none)
-    is what :func:`fer_utils.train.fit` applies to training batches; ``eval_transform`` is its
+    is what :func:`fer_utils.training.train.fit` applies to training batches; ``eval_transform`` is its
     evaluation path, used for validation, testing and feature extraction.
 
     A memory-mapped array pickles as its file name (DataLoader workers reopen it and share its

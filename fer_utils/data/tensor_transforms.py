@@ -1,6 +1,6 @@
 """The one tensor data path: uint8 image batches -> resized, augmented, normalised float batches.
 
-Training, validation, testing, feature extraction and serving (:class:`~fer_utils.predict.Predictor`)
+Training, validation, testing, feature extraction and serving (:class:`~fer_utils.inference.predict.Predictor`)
 all turn images into model inputs with a :class:`BatchTransform`, on whatever device the batch
 is on (the model's): ``uint8 [B, H, W, 3]`` or ``[B, 3, H, W]`` (+ labels, + a
 ``torch.Generator``) -> ``float32 [B, 3, S, S]``. So what a served model sees is what it saw in
@@ -42,7 +42,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
 from fer_utils.errors import ConfigError
-from fer_utils.preprocessing import AUGMENTATIONS, MINORITY_AUGMENTATION, Preprocessing
+from fer_utils.options import AUGMENTATIONS, MINORITY_AUGMENTATION, Preprocessing
 
 RRC_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
 """Aspect-ratio range of the random-resized crop (torchvision's default)."""

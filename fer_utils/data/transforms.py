@@ -4,7 +4,7 @@
 (:mod:`fer_utils.data.decoded`), turned into model inputs batch by batch on the model's device by a
 :class:`~fer_utils.data.tensor_transforms.BatchTransform`: the evaluation one for validation and
 testing, the training one of the augmentation preset (:func:`build_batch_transforms`) for training.
-Augmentation presets (:data:`~fer_utils.preprocessing.AUGMENTATIONS`), drawn per sample; see
+Augmentation presets (:data:`~fer_utils.options.AUGMENTATIONS`), drawn per sample; see
 :mod:`fer_utils.data.tensor_transforms` for how each is done on tensors:
 
 ``none``                no augmentation
@@ -29,7 +29,7 @@ from fer_utils.data.dataset import FERDataset
 from fer_utils.data.decoded import decoded_images
 from fer_utils.data.tensor_transforms import BatchTransform, check_augmentation, check_rrc_scale
 from fer_utils.data.index import SPLITS, check_index, class_counts
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 
 def minority_classes(labels: Iterable[int]) -> frozenset[int]:

@@ -1,6 +1,6 @@
 """CNN registry (name -> backbone with a feature vector and a classification head) and runtime helpers.
 
-Preprocessing and its presets live in the torch-free :mod:`fer_utils.preprocessing`.
+Preprocessing and its presets live in the torch-free :mod:`fer_utils.options`.
 """
 from fer_utils.models.registry import (
     Classifier,

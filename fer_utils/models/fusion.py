@@ -136,7 +136,7 @@ def create_head(name: str, cnn_dim: int, text_dim: int, num_classes: int = NUM_C
 
 def input_dims(inputs: str, cnn_dim: int, text_dim: int) -> tuple[int, int]:
     """``(cnn_dim, text_dim)`` of a head for ``inputs`` ``cnn`` (text width 0), ``text`` (CNN
-    width 0) or ``fused`` (both), as :func:`fer_utils.fusion.fuse` builds them."""
+    width 0) or ``fused`` (both), as :func:`fer_utils.study.fusion.fuse` builds them."""
     if inputs == "cnn":
         return cnn_dim, 0
     if inputs == "text":
@@ -731,7 +731,7 @@ class LateFusion:
     probabilities (no softmax after it), each input first temperature-scaled
     (:func:`temperature_scale`) with its temperature fitted on validation by minimising its NLL
     (over ``log T`` in ``log_bounds``). ``p_text`` is any second source: the text-only classifier's
-    probabilities, or the VLM vote as probabilities (:func:`fer_utils.fusion.vote_proba`, one-hot
+    probabilities, or the VLM vote as probabilities (:func:`fer_utils.study.fusion.vote_proba`, one-hot
     smoothed by epsilon). The weight ``w`` is chosen from ``weights`` (default 0, 0.1, ..., 1) by
     macro F1 on validation; ties go to the lower validation NLL of the fused probabilities, then to
     the first in ``weights``. ``w = 1`` means the text adds nothing (the CNN alone), ``w = 0`` that

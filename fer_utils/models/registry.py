@@ -26,7 +26,7 @@ from torch import nn
 
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.labels import NUM_CLASSES
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Running models: device choice, mixed precision, data loaders, batched inference, weight hashes.
 
-Shared by training (:mod:`fer_utils.train`), evaluation, feature extraction and the
-:class:`~fer_utils.predict.Predictor`, so that there is one inference loop in the package.
+Shared by training (:mod:`fer_utils.training.train`), evaluation, feature extraction and the
+:class:`~fer_utils.inference.predict.Predictor`, so that there is one inference loop in the package.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 - :mod:`~fer_utils.vlm.prompts` and :mod:`~fer_utils.vlm.postprocess`: prompts, caption clean-up
   and the zero-shot "VLM vote" (the emotion a caption names);
 - :mod:`~fer_utils.vlm.pipeline`: captions and embeddings of a data index through the cache;
-- :mod:`~fer_utils.vlm.experiment`: the prompt-ablation notebook's steps.
+- :mod:`~fer_utils.study.prompt_study`: the prompt-ablation notebook's steps.
 
 Importing this package is cheap: transformers, open_clip and sentence-transformers load only when
 a model is built.

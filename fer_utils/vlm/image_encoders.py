@@ -46,8 +46,7 @@ from fer_utils.cache import Cache
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.vlm import encoders as _text
-from fer_utils.vlm import pipeline as _pipeline
+from fer_utils.vlm import encoders as _text, pipeline as _pipeline
 from fer_utils.vlm.base import face_images
 from fer_utils.vlm.encoders import register_tiny_open_clip
 from fer_utils.vlm.pipeline import Throughput

@@ -16,8 +16,8 @@ from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from . import settings
-from .extensions import babel, csrf, db, limiter, login_manager
+from fer_utils.web import settings
+from fer_utils.web.extensions import babel, csrf, db, limiter, login_manager
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -49,7 +49,7 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = settings.secret_key(instance)
 
-    from .i18n import compile_catalogues, select_locale
+    from fer_utils.web.i18n import compile_catalogues, select_locale
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(compile_catalogues(instance / "translations"))
 
     db.init_app(app)
@@ -63,10 +63,10 @@ def create_app(config: dict | None = None) -> Flask:
         db.create_all()
         _add_missing_columns()
 
-    from .service import ModelService
+    from fer_utils.web.service import ModelService
     app.extensions["fer_model"] = ModelService(app.config)
 
-    from . import admin, api, auth, history, predict
+    from fer_utils.web import admin, api, auth, history, predict
     for module in (auth, predict, history, admin, api):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # the API checks CSRF itself when a session cookie (not a token) authenticates it
@@ -109,7 +109,7 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def _init_login(app: Flask) -> None:
-    from .models import User
+    from fer_utils.web.models import User
 
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -149,7 +149,7 @@ def _init_login(app: Flask) -> None:
 
 
 def _init_pages(app: Flask) -> None:
-    from .comments import label_name
+    from fer_utils.web.comments import label_name
 
     @app.after_request
     def security_headers(response):

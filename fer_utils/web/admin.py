@@ -11,11 +11,11 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from .comments import label_name
-from .extensions import db
-from .forms import AdminFilterForm, ConfirmForm
-from .history import delete_prediction, paginate
-from .models import AdminAction, Prediction, User
+from fer_utils.web.comments import label_name
+from fer_utils.web.extensions import db
+from fer_utils.web.forms import AdminFilterForm, ConfirmForm
+from fer_utils.web.history import delete_prediction, paginate
+from fer_utils.web.models import AdminAction, Prediction, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -10,10 +10,10 @@ from flask import Blueprint, current_app, g, jsonify, request
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from .extensions import csrf, limiter, user_or_address
-from .images import UploadError
-from .predict import predict_upload
-from .service import NoModelError
+from fer_utils.web.extensions import csrf, limiter, user_or_address
+from fer_utils.web.images import UploadError
+from fer_utils.web.predict import predict_upload
+from fer_utils.web.service import NoModelError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -9,11 +9,11 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 
-from . import uploads_folder
-from .extensions import db, limiter, user_or_address
-from .forms import ConfirmForm, DeleteAccountForm, LoginForm, RegisterForm
-from .images import remove
-from .models import User
+from fer_utils.web import uploads_folder
+from fer_utils.web.extensions import db, limiter, user_or_address
+from fer_utils.web.forms import ConfirmForm, DeleteAccountForm, LoginForm, RegisterForm
+from fer_utils.web.images import remove
+from fer_utils.web.models import User
 
 bp = Blueprint("auth", __name__)
 

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import koreanize_matplotlib  # noqa: E402,F401  (registers NanumGothic and makes it the default font)
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..labels import EMOTIONS  # noqa: E402
-from .comments import label_name  # noqa: E402
+from fer_utils.labels import EMOTIONS  # noqa: E402
+from fer_utils.web.comments import label_name  # noqa: E402
 
 CHARTS = ("counts", "timeline")
 TITLES = {"ko": {"counts": "감정별 예측 수", "timeline": "날짜별 감정", "empty": "아직 예측이 없습니다",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from ..labels import EMOTIONS, KOREAN
+from fer_utils.labels import EMOTIONS, KOREAN
 
 COMMENTS: dict[str, dict[str, tuple[str, ...]]] = {
     "ko": {

@@ -10,7 +10,7 @@ from wtforms import DateField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
-from ..labels import EMOTIONS
+from fer_utils.labels import EMOTIONS
 
 USERNAME_MIN, USERNAME_MAX = 3, 40
 PASSWORD_MIN = 8

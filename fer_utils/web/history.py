@@ -9,12 +9,12 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from . import uploads_folder
-from .extensions import db
-from .forms import ConfirmForm
-from .images import KINDS, file_path, remove
-from .models import Prediction
-from .predict import visible_prediction
+from fer_utils.web import uploads_folder
+from fer_utils.web.extensions import db
+from fer_utils.web.forms import ConfirmForm
+from fer_utils.web.images import KINDS, file_path, remove
+from fer_utils.web.models import Prediction
+from fer_utils.web.predict import visible_prediction
 
 bp = Blueprint("history", __name__)
 
@@ -86,7 +86,7 @@ def dashboard():
 @bp.route("/dashboard/<chart>.png")
 @login_required
 def chart(chart: str):
-    from .charts import CHARTS, render
+    from fer_utils.web.charts import CHARTS, render
 
     if chart not in CHARTS:
         abort(404)

@@ -12,7 +12,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import current_app, request, session
 
-from ..cache import atomic_write
+from fer_utils.cache import atomic_write
 
 SOURCE = Path(__file__).parent / "translations"
 

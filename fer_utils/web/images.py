@@ -1,6 +1,6 @@
 """Stored photos of the web site: cleaned images written under a random id.
 
-:func:`store` writes fresh images made from the pixels alone (see :mod:`fer_utils.uploads`), so no
+:func:`store` writes fresh images made from the pixels alone (see :mod:`fer_utils.inference.uploads`), so no
 EXIF (GPS included), comment or other metadata of the upload is ever stored, under
 ``uuid4().hex`` names: two uploads called ``photo.jpg`` never overwrite each other and no
 user-given name reaches the file system.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..cache import atomic_write
-from ..uploads import FORMATS, CheckedImage, UploadError, display_name, read_upload
+from fer_utils.cache import atomic_write
+from fer_utils.inference.uploads import FORMATS, CheckedImage, UploadError, display_name, read_upload
 
 __all__ = ["FORMATS", "KINDS", "CheckedImage", "UploadError", "display_name", "read_upload", "file_path", "store",
            "remove", "new_file_id"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 import unicodedata
 from datetime import timedelta
 
-from ..errors import ConfigError
-from . import uploads_folder
-from .extensions import db
-from .forms import PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN
-from .images import remove
-from .models import Prediction, User, utcnow
+from fer_utils.errors import ConfigError
+from fer_utils.web import uploads_folder
+from fer_utils.web.extensions import db
+from fer_utils.web.forms import PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN
+from fer_utils.web.images import remove
+from fer_utils.web.models import Prediction, User, utcnow
 
 
 def create_admin(username: str, password: str | None, promote: bool = False) -> User:

@@ -15,7 +15,7 @@ from sqlalchemy import DateTime, ForeignKey, String, Text, TypeDecorator
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .extensions import db
+from fer_utils.web.extensions import db
 
 ROLES = ("user", "admin")
 

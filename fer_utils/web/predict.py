@@ -7,13 +7,13 @@ from flask import Blueprint, abort, current_app, redirect, render_template, url_
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from . import uploads_folder
-from .comments import comment
-from .extensions import db, limiter, user_or_address
-from .forms import ConfirmForm, UploadForm
-from .images import UploadError, read_upload, remove, store
-from .models import Prediction
-from .service import NoModelError
+from fer_utils.web import uploads_folder
+from fer_utils.web.comments import comment
+from fer_utils.web.extensions import db, limiter, user_or_address
+from fer_utils.web.forms import ConfirmForm, UploadForm
+from fer_utils.web.images import UploadError, read_upload, remove, store
+from fer_utils.web.models import Prediction
+from fer_utils.web.service import NoModelError
 
 bp = Blueprint("predict", __name__)
 

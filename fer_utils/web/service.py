@@ -1,9 +1,9 @@
-"""The model the site serves: one :class:`~fer_utils.predict.Predictor`, loaded on first use.
+"""The model the site serves: one :class:`~fer_utils.inference.predict.Predictor`, loaded on first use.
 
 The bundle is named (``FER_BUNDLE``) or chosen like every front end chooses: the best validation
-macro F1 among the bundles trained on the configured data set (:func:`~fer_utils.predict.choose_bundle`),
+macro F1 among the bundles trained on the configured data set (:func:`~fer_utils.inference.predict.choose_bundle`),
 never the newest file. Each photo goes through the shared face-crop step
-(:func:`fer_utils.faces.crop_face`), then ``Predictor.predict_labeled`` — the same path as
+(:func:`fer_utils.inference.faces.crop_face`), then ``Predictor.predict_labeled`` — the same path as
 ``fer predict --crop-face`` and the dashboard.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import FERError
+from fer_utils.errors import FERError
 
 SYNTHETIC_NOTICE = "trained on synthetic cartoon faces — not a judgement of real emotions"
 
@@ -47,9 +47,9 @@ class ModelService:
     def _locate(self) -> Path:
         if self.bundle:
             return Path(self.bundle)
-        from ..data import describe_dataset, load_dataset
-        from ..paths import project_paths
-        from ..predict import choose_bundle
+        from fer_utils.data import describe_dataset, load_dataset
+        from fer_utils.paths import project_paths
+        from fer_utils.inference.predict import choose_bundle
 
         folders = project_paths()
         data = Path(self.data) if self.data else folders.synthetic
@@ -67,7 +67,7 @@ class ModelService:
         if self._predictor is None:
             with self._load_lock:
                 if self._predictor is None:
-                    from ..predict import Predictor
+                    from fer_utils.inference.predict import Predictor
 
                     try:
                         self._predictor = Predictor.from_bundle(self._locate(), device=self.device)
@@ -89,7 +89,7 @@ class ModelService:
 
     def predict(self, image: Image.Image) -> Answer:
         """Crop the largest face (whole image when none) and predict it."""
-        from ..faces import crop_face
+        from fer_utils.inference.faces import crop_face
 
         predictor = self.predictor()
         crop = crop_face(image) if self.crop else None

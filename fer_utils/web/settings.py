@@ -12,9 +12,9 @@ import os
 import secrets
 from pathlib import Path
 
-from ..cache import atomic_write
-from ..errors import ConfigError
-from ..uploads import MAX_IMAGE_PIXELS
+from fer_utils.cache import atomic_write
+from fer_utils.errors import ConfigError
+from fer_utils.inference.uploads import MAX_IMAGE_PIXELS
 
 SECRET_FILE = "secret_key"
 DATABASE_FILE = "fer.sqlite3"
@@ -121,6 +121,6 @@ def instance_folder(config: dict) -> Path:
     """``config["INSTANCE_PATH"]``, else the project's instance folder (``FER_INSTANCE_DIR``)."""
     if config.get("INSTANCE_PATH"):
         return Path(config["INSTANCE_PATH"]).resolve()
-    from ..paths import project_paths
+    from fer_utils.paths import project_paths
 
     return project_paths().instance

@@ -1,7 +1,7 @@
 """Captions, text embeddings and CNN features of a large data set on Ray Data (optional extra ``scale``).
 
 The single-process functions (:func:`~fer_utils.vlm.pipeline.caption_index`,
-:func:`~fer_utils.vlm.pipeline.embed_texts`, :func:`~fer_utils.features.extract_features`) stay
+:func:`~fer_utils.vlm.pipeline.embed_texts`, :func:`~fer_utils.training.features.extract_features`) stay
 the one place where entries are computed and keyed. Here the driver
 
 1. builds the model once from a picklable *spec* (the same builders the CLI uses) to know the
@@ -21,7 +21,7 @@ The cache folder must be one the actors can write and the driver can read: on on
 folder; on a cluster a shared filesystem (or run per machine and copy the folders together:
 entries are per item and add up). Every node needs ``fer_utils`` and the model files installed.
 
-Ray is imported only inside these functions: ``import fer_utils.scale`` works without it, and
+Ray is imported only inside these functions: ``import fer_utils.inference.scale`` works without it, and
 using it without Ray raises :class:`~fer_utils.errors.ConfigError` naming
 ``pip install 'fer_utils[scale]'``.
 """
@@ -168,10 +168,10 @@ class CNNSpec:
         """``(model, preprocessing)``, on the CPU."""
         import torch
 
-        from fer_utils.preprocessing import Preprocessing
+        from fer_utils.options import Preprocessing
 
         if self.bundle:
-            from fer_utils.predict import Predictor
+            from fer_utils.inference.predict import Predictor
 
             predictor = Predictor.from_bundle(self.bundle, device="cpu")
             return predictor.model, predictor.preprocessing
@@ -267,7 +267,7 @@ class _FeatureWorker:
         self.index, self.options, self.cache_dir = index, options, cache_dir
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from fer_utils.features import extract_features
+        from fer_utils.training.features import extract_features
         from fer_utils.models.runtime import amp_dtype, resolve_device
 
         rows = self.index.iloc[batch["row"].to_numpy()]
@@ -375,7 +375,7 @@ def extract_features_ray(spec: CNNSpec, index: pd.DataFrame, *, batch_size: int 
                          num_workers: int | str = 0, device: str = "auto", cache_dir: str | os.PathLike,
                          amp: bool = False, channels_last: bool = True, concurrency: int | None = None,
                          use_gpu: bool | None = None, batch_rows: int | None = None):
-    """:func:`~fer_utils.features.extract_features` with the extraction on Ray actors.
+    """:func:`~fer_utils.training.features.extract_features` with the extraction on Ray actors.
 
     Returns ``(ids, features, throughput)``: the ids and features ``extract_features`` returns
     (read from the cache entries the actors wrote, under the same keys) and how many images the
@@ -386,7 +386,7 @@ def extract_features_ray(spec: CNNSpec, index: pd.DataFrame, *, batch_size: int 
     import torch
 
     from fer_utils.cache import Cache
-    from fer_utils.features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, feature_keys
+    from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, feature_keys
     from fer_utils.vlm.pipeline import Throughput
 
     require_ray()

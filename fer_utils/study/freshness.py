@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write
+from fer_utils.cache import atomic_write
 
 STAMP_KEY = "fer_study"
 """Key of the stamp in an executed notebook's metadata."""
@@ -125,7 +125,7 @@ def read_stamp(notebook: str | os.PathLike) -> dict | None:
 
 def new_stamp(fingerprint: str, seconds: float, speed: Mapping | None = None) -> dict:
     """The stamp of a run that just finished in ``seconds``; ``speed``: the host's speed measured
-    before it (:mod:`fer_utils.speed`), kept so that a skipped run keeps its factor."""
+    before it (:mod:`fer_utils.study.speed`), kept so that a skipped run keeps its factor."""
     stamp = {"version": STAMP_VERSION, "fingerprint": fingerprint, "seconds": round(float(seconds), 2),
              "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
     if speed is not None:

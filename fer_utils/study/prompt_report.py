@@ -26,7 +26,7 @@ def _kind(captioner: Mapping) -> str:
 
 def captioner_notice(metrics: Mapping) -> str:
     """A MyST admonition saying what wrote this run's captions (show it in a cell with
-    :data:`fer_utils.report.BANNER_CELL_METADATA`)."""
+    :data:`fer_utils.study.report.BANNER_CELL_METADATA`)."""
     captioner = metrics["captioner"]
     kind = _kind(captioner)
     identity = captioner.get("identity", {})
@@ -99,7 +99,7 @@ def prompt_texts(records: Mapping[str, Mapping]) -> str:
 
 
 def _majority(records: Mapping[str, Mapping]) -> tuple[str, dict] | None:
-    from fer_utils.compare import always_predicting
+    from fer_utils.study.compare import always_predicting
 
     for rec in records.values():
         pred = rec.get("predictions")

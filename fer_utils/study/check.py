@@ -2,7 +2,7 @@
 
 ``fer study run`` writes a timing record (:data:`TIMES_FILE` in the runs folder: the seconds of
 the data step and of every notebook run, each with the speed factor measured just before it,
-:mod:`fer_utils.speed`) and prints each step's time, factor and limit (:func:`budget_lines`);
+:mod:`fer_utils.study.speed`) and prints each step's time, factor and limit (:func:`budget_lines`);
 ``fer book build`` adds the book's seconds and factor. ``fer study check`` (:func:`check_study`,
 run by ``.ci/run`` after ``make study``) then checks that every planned run left an executed
 notebook, a run record and a page of the built book, that no trained model collapsed (one class
@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write
-from .errors import DataError
-from .speed import WORKLOAD, check_factor
+from fer_utils.cache import atomic_write
+from fer_utils.errors import DataError
+from fer_utils.study.speed import WORKLOAD, check_factor
 
 TIMES_FILE = "study_times.json"
 """The timing record of the last ``fer study run``, in the runs folder."""
@@ -34,7 +34,7 @@ TIMES_FILE = "study_times.json"
 class StepTime:
     """The time of one budget step: its seconds here, and the same work in reference-machine
     seconds (each run's seconds divided by the speed factor measured before it,
-    :mod:`fer_utils.speed`)."""
+    :mod:`fer_utils.study.speed`)."""
 
     seconds: float
     at_reference: float
@@ -78,7 +78,7 @@ def write_times(runs_root: str | Path, profile: str, data: tuple[float, float | 
     """Write the timing record of a study run (replacing the last one) and return its path.
 
     ``data`` is the data step's ``(seconds, factor)`` (None: no data step). ``runs`` are
-    :class:`fer_utils.study.RunOutcome`: each run's ``seconds`` and ``factor`` in the record are
+    :class:`fer_utils.study.runner.RunOutcome`: each run's ``seconds`` and ``factor`` in the record are
     those of the execution that made its notebook (a skipped run keeps its cold time and the speed
     factor measured before it, so the budget check stays a check of the cold study); ``executed``
     and ``now_seconds`` say what this invocation did. The last book build's time is kept when this
@@ -226,7 +226,7 @@ def collapsed(record: Mapping, min_gain: float) -> str | None:
     A probe on captions that carry no meaning by construction (the tiny BLIP-2's: the record's
     ``metrics.captioner.meaningful`` is false) is exempt: scoring at the floor is its expected
     result, which its page says."""
-    from .compare import always_predicting  # pandas: only when checking run records
+    from fer_utils.study.compare import always_predicting  # pandas: only when checking run records
 
     predictions = record.get("predictions")
     if predictions is None:
@@ -251,7 +251,7 @@ def check_study(planned: list, manifest: Mapping, profile: str, runs_root: str |
     """Problems of a finished study (empty: all invariants hold) for the ``planned`` runs of
     ``profile``: a missing executed notebook, run record or book page; a collapsed model
     (:func:`collapsed`, in the ``checks`` profile); a step over its time share."""
-    from .runs import load_run
+    from fer_utils.study.runs import load_run
 
     problems = []
     checks = manifest.get("checks") or {}

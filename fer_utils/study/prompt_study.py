@@ -7,7 +7,7 @@ captions with one text encoder, and measures what the captions carry:
   length in words, share of distinct captions;
 - the zero-shot **VLM vote** (the emotion a caption names) against the test labels: coverage,
   accuracy and macro F1, a missing vote counting as wrong;
-- a **text-only linear probe** on the embeddings (:func:`fer_utils.probe.linear_probe`: trained
+- a **text-only linear probe** on the embeddings (:func:`fer_utils.study.probe.linear_probe`: trained
   on train, ``C`` chosen on validation, tested once);
 - throughput: captions and embeddings computed per second (cache hits excluded).
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_utils import repro
-from fer_utils.experiment import load_data, record
+from fer_utils.training import repro
+from fer_utils.study.experiment import load_data, record
 from fer_utils.labels import EMOTIONS
-from fer_utils.probe import ProbeResult, linear_probe
+from fer_utils.study.probe import ProbeResult, linear_probe
 from fer_utils.vlm import make_captioner, make_encoder
 from fer_utils.vlm.base import Captioner, GenerationSettings, TextEncoder
 from fer_utils.vlm.pipeline import CaptionResult, Throughput, caption_index, embed_texts
@@ -85,7 +85,7 @@ def describe_captioner(captioner: Captioner) -> dict:
 
 
 def run_prompt(cfg, progress: bool = True) -> PromptRun:
-    """Caption, embed and probe the data set of ``cfg`` (a :class:`~fer_utils.config.VLMPromptsConfig`)."""
+    """Caption, embed and probe the data set of ``cfg`` (a :class:`~fer_utils.study.config.VLMPromptsConfig`)."""
     repro.seed_everything(cfg.seed)
     prompt_name, prompt_text = resolve_prompt(cfg.prompt)
     index, data = load_data(cfg)

@@ -1,5 +1,5 @@
 """The statistics, tables and text of the ablation pages (``07_augmentation``, ``08_class_weights``),
-from their run record (:mod:`fer_utils.ablation_study` writes it):
+from their run record (:mod:`fer_utils.study.ablation_study` writes it):
 
 - :func:`compare_to_plain`: every setting against the plain one (``none``) on the same images,
   the macro-F1 difference averaged over seeds with its paired-bootstrap 95 % interval, McNemar's
@@ -20,8 +20,8 @@ import pandas as pd
 
 from fer_utils.errors import DataError
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
-from fer_utils.report import ALPHA, verdict
-from fer_utils.stats import holm, macro_f1, mcnemar, paired_bootstrap_seeds
+from fer_utils.study.report import ALPHA, verdict
+from fer_utils.training.stats import holm, macro_f1, mcnemar, paired_bootstrap_seeds
 
 PLAIN = "none"
 """The plain setting (no augmentation; the unweighted cross-entropy): every other is compared with it."""
@@ -49,7 +49,7 @@ def compare_to_plain(predictions: pd.DataFrame, settings: Mapping[str, Sequence[
     """Each setting of ``settings`` (group -> settings) against ``reference`` of the same group, on
     the images of ``predictions`` (long form: group, setting, seed, id, true, predicted), seed s
     against seed s: the macro-F1 difference (mean over the shared seeds) with its paired-bootstrap
-    95 % interval and p-value (:func:`~fer_utils.stats.paired_bootstrap_seeds`), McNemar's test on the
+    95 % interval and p-value (:func:`~fer_utils.training.stats.paired_bootstrap_seeds`), McNemar's test on the
     first shared seed, both p-values Holm-adjusted over the settings of each group
     (``p_holm``, ``p_mcnemar_holm``). Runs of one seed that differ in their images are a DataError."""
     rows = []
@@ -179,7 +179,7 @@ def settings_legend(metrics: Mapping, group: str) -> str:
 
 def history_of(history: pd.DataFrame, metrics: Mapping, group: str, seed: int | None = None) -> pd.DataFrame:
     """The epochs of a group's runs of one seed (the first by default), settings named as the
-    tables name them, in the run's order (for :func:`fer_utils.plots.training_curves`)."""
+    tables name them, in the run's order (for :func:`fer_utils.study.plots.training_curves`)."""
     seed = metrics["seeds"][0] if seed is None else seed
     rows = history[(history["group"] == group) & (history["seed"] == seed)
                    & history["setting"].isin(_settings(metrics, group))]
@@ -211,7 +211,7 @@ def _seeds(metrics: Mapping) -> int:
 
 
 def _majority(metrics: Mapping) -> tuple[str, dict]:
-    from fer_utils.compare import always_predicting
+    from fer_utils.study.compare import always_predicting
 
     support = [metrics["test_support"][name] for name in EMOTIONS]
     label, scores = always_predicting(np.repeat(np.arange(len(EMOTIONS)), support))
@@ -231,7 +231,7 @@ def results_table(metrics: Mapping, group: str) -> pd.DataFrame:
     accuracy, weighted F1 and the test recall of fear and disgust, ``n`` (seeds) and the epochs run;
     mean ± std where a setting has several seeds, the single value where it has one; last, the
     majority-class baseline (always predicting the most frequent test class)."""
-    from fer_utils.compare import mean_pm_std, summarize
+    from fer_utils.study.compare import mean_pm_std, summarize
 
     runs = _runs(metrics, group)
     summary = summarize(runs, by="setting", metrics=list(RESULT_COLUMNS))
@@ -293,7 +293,7 @@ def tests_table(metrics: Mapping, group: str) -> pd.DataFrame:
 
 
 def gains(metrics: Mapping, group: str) -> tuple[pd.DataFrame, list[str]]:
-    """The comparisons of a group and their labels, for :func:`fer_utils.plots.gains`."""
+    """The comparisons of a group and their labels, for :func:`fer_utils.study.plots.gains`."""
     table = _comparisons(metrics, group)
     return table, [setting_label(s, metrics) for s in table["setting"]]
 
@@ -446,9 +446,9 @@ def adoption_text(metrics: Mapping, group: str) -> str:
 
 def failure_text(metrics: Mapping, predictions: pd.DataFrame, groups: Sequence[str] | None = None) -> str:
     """The settings whose model learned (next to) nothing (of ``groups``, by default all), said in
-    plain words beside the budget they had (:func:`fer_utils.compare.failure_report`); empty when
+    plain words beside the budget they had (:func:`fer_utils.study.compare.failure_report`); empty when
     every model learned something."""
-    from fer_utils.compare import failure_report
+    from fer_utils.study.compare import failure_report
 
     records = {}
     many = len(metrics["groups"]) > 1
@@ -561,8 +561,8 @@ def show_group(metrics: Mapping, predictions: pd.DataFrame, group: str, legend: 
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from fer_utils import plots
-    from fer_utils.report import show
+    from fer_utils.study import plots
+    from fer_utils.study.report import show
 
     if legend:
         show(settings_legend(metrics, group))

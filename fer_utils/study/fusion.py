@@ -31,11 +31,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fer_utils.errors import DataError
-from fer_utils.evaluate import evaluate, predict_proba
+from fer_utils.training.evaluate import evaluate, predict_proba
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
 from fer_utils.options import FUSION_NORMS
-from fer_utils.stats import holm, mcnemar, paired_bootstrap_seeds
-from fer_utils.train import TrainConfig
+from fer_utils.training.stats import holm, mcnemar, paired_bootstrap_seeds
+from fer_utils.training.train import TrainConfig
 
 CONSTANT_CAPTION = "A photo of a person's face."
 """The one caption of the constant-caption control: any gain that survives it is not the captions'."""
@@ -117,7 +117,7 @@ class HeadRun:
     inputs: str
     seed: int
     val_macro_f1: float
-    metrics: dict                   # test metrics (fer_utils.evaluate)
+    metrics: dict                   # test metrics (fer_utils.training.evaluate)
     test_pred: np.ndarray
     test_proba: np.ndarray
     val_proba: np.ndarray | None = None
@@ -142,7 +142,7 @@ def train_head(name: str, x: np.ndarray, fd: FusionData, cnn_dim: int, text_dim:
                tcfg: TrainConfig, variant: str = "main", inputs: str = "fused", return_model: bool = False):
     """Train head ``name`` on ``x`` (train split), early-stop and select on val, test once; a
     :class:`HeadRun` (and, with ``return_model``, ``(model, run)``)."""
-    from fer_utils.experiment import fit_and_score
+    from fer_utils.study.experiment import fit_and_score
     from fer_utils.models.fusion import create_head
 
     torch.manual_seed(seed)

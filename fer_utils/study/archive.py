@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from . import __version__
-from .cache import file_sha256
-from .errors import DataError
+from fer_utils import __version__
+from fer_utils.cache import file_sha256
+from fer_utils.errors import DataError
 
 MANIFEST_NAME = "FER_RESULTS.json"
 ROOTS = ("runs", "experiments")

@@ -10,7 +10,7 @@ by :data:`REFERENCE_SECONDS`, the same step on the reference machine. The quotie
 machine's time. It is stored with the run (its stamp in the executed notebook, and the study's
 timing record), so a run skipped as unchanged keeps the factor of the execution that made it, and
 ``fer study check`` judges each step against ``share x factor x tolerance``
-(:mod:`fer_utils.studycheck`).
+(:mod:`fer_utils.study.check`).
 
 Why this workload: a small convolutional network (tried first) timed the same on an AMD EPYC host
 as on the Intel host the shares were set on (factor 0.8-1.1), while VGG16's epochs took 2.9 times
@@ -20,7 +20,7 @@ arithmetic, which a VGG16 step has. It costs four steps (about 1.5 s on the refe
 
 The workload is fixed: changing it changes what a factor means, so a new workload gets a new
 :data:`WORKLOAD` name and a new :data:`REFERENCE_SECONDS` measured on the reference machine
-(``python -m fer_utils.speed`` prints the figure).
+(``python -m fer_utils.study.speed`` prints the figure).
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def measure(samples: int = SAMPLES) -> Speed:
     import torch
     from torch.nn import functional as F
 
-    from fer_utils.train import TrainConfig, _optimizer
+    from fer_utils.training.train import TrainConfig, _optimizer
 
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")

@@ -1,6 +1,6 @@
 """The book's status section, written from the run records at build time (never typed by hand).
 
-:func:`write_status` (called by :func:`fer_utils.study.build_book`) writes :data:`STATUS_FILE`,
+:func:`write_status` (called by :func:`fer_utils.study.runner.build_book`) writes :data:`STATUS_FILE`,
 which ``book/intro.md`` includes: a table of what the study has measured (each notebook of the
 manifest with its runs, data set and date) and what is planned (the manifest's
 ``book: planned:``), then a one-paragraph summary of the findings so far, drawn from the CNN
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import write_if_changed
-from .options import display_name as _name
-from .runs import collect_runs
+from fer_utils.cache import write_if_changed
+from fer_utils.options import display_name as _name
+from fer_utils.study.runs import collect_runs
 
 STATUS_FILE = Path("book") / "generated" / "status.md"
 """Where :func:`write_status` writes, relative to the project folder (not committed)."""
@@ -39,7 +39,7 @@ def _data_label(records: list[dict]) -> str:
 def status_table(manifest: dict, runs_root: str | Path) -> pd.DataFrame:
     """One row per notebook of the manifest (measured: its runs' count, data set and latest date;
     or not run yet), then one per planned experiment (``book: planned:`` of the manifest)."""
-    from .runs import load_run
+    from fer_utils.study.runs import load_run
 
     rows = []
     for stem, spec in manifest["notebooks"].items():
@@ -59,7 +59,7 @@ def status_table(manifest: dict, runs_root: str | Path) -> pd.DataFrame:
 
 def findings(runs_root: str | Path) -> str:
     """The findings so far, as one Markdown paragraph from the CNN baselines' records."""
-    from .compare import always_predicting, failure_notes, load_records, split_protocols, summarize
+    from fer_utils.study.compare import always_predicting, failure_notes, load_records, split_protocols, summarize
 
     try:
         table, records = load_records(runs_root, BASELINES)
@@ -105,8 +105,8 @@ def findings(runs_root: str | Path) -> str:
 def caption_findings(runs_root: str | Path) -> str:
     """One paragraph on the prompt-ablation runs (empty when there are none): which captioner wrote
     the captions, and what the text-only probe and the VLM vote recovered."""
-    from .compare import load_records
-    from .vlm.report import costed
+    from fer_utils.study.compare import load_records
+    from fer_utils.study.prompt_report import costed
 
     try:
         _, records = load_records(runs_root, PROMPTS)
@@ -137,8 +137,8 @@ def caption_findings(runs_root: str | Path) -> str:
 
 def fusion_findings(runs_root: str | Path) -> str:
     """One paragraph on the fusion study's latest record (empty when there is none)."""
-    from .compare import load_records
-    from .fusion_report import conclusion
+    from fer_utils.study.compare import load_records
+    from fer_utils.study.fusion_report import conclusion
 
     try:
         _, records = load_records(runs_root, FUSION)

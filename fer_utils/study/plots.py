@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .labels import EMOTIONS, KOREAN
+from fer_utils.labels import EMOTIONS, KOREAN
 
 try:  # registers NanumGothic for Hangul; optional outside the book extra
     import koreanize_matplotlib  # noqa: F401

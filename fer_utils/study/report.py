@@ -9,7 +9,7 @@ a setting or a result that its run did not have:
   compared): what the numbers say, and what they cannot say;
 - :func:`show`: a notebook displays such text with it (nothing at all for an empty one).
 
-Torch-free to import: the interpretations import :mod:`~fer_utils.compare` (which loads torch)
+Torch-free to import: the interpretations import :mod:`~fer_utils.study.compare` (which loads torch)
 when they are called.
 """
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .options import ORIGINAL_PROTOCOL, display_name
-from .preprocessing import NORMALIZATIONS
+from fer_utils.options import NORMALIZATIONS, ORIGINAL_PROTOCOL, display_name
 
 BANNER_TITLE = "Synthetic data"
 BANNER_CELL_METADATA = {"mystnb": {"markdown_format": "myst"}}
@@ -94,7 +93,7 @@ EPOCHS_RUN = "epochs run"
 
 def data_banner(data: dict | list[dict] | None) -> str:
     """A MyST warning admonition (titled :data:`BANNER_TITLE`) when any of the data records
-    (``provenance["data"]`` of a run, or :func:`~fer_utils.compare.data_records` of compared
+    (``provenance["data"]`` of a run, or :func:`~fer_utils.study.compare.data_records` of compared
     runs) is the embedded synthetic data set; ``""`` when none is. Show it in a cell with
     :data:`BANNER_CELL_METADATA`."""
     records = [d for d in (data if isinstance(data, list) else [data]) if isinstance(d, Mapping)]
@@ -226,10 +225,10 @@ def never_recognised(predictions: pd.DataFrame) -> list[int]:
 def interpretation(records: dict[str, dict]) -> str:
     """What the test numbers of a page's run(s) say, as Markdown: each run's macro F1 and accuracy
     with their 95 % intervals on its test images, beside always predicting the most frequent test
-    class, and where training stopped; the failure notes (:func:`~fer_utils.compare.failure_report`);
+    class, and where training stopped; the failure notes (:func:`~fer_utils.study.compare.failure_report`);
     then the limitations (the smallest class's test count, the number of seeds)."""
-    from .compare import always_predicting, failure_report
-    from .labels import EMOTIONS
+    from fer_utils.study.compare import always_predicting, failure_report
+    from fer_utils.labels import EMOTIONS
 
     results = []
     for rec in records.values():
@@ -292,12 +291,12 @@ def _significance(tests: pd.DataFrame) -> str:
 
 def comparison_interpretation(summary: pd.DataFrame, tests: pd.DataFrame, records: dict[str, dict]) -> str:
     """What a comparison of models says, as Markdown: the best model *on validation* (the only
-    score a choice may rest on; ``summary`` from :func:`~fer_utils.compare.summarize`) with its
+    score a choice may rest on; ``summary`` from :func:`~fer_utils.study.compare.summarize`) with its
     test macro F1, whether each pair's test difference is significant (``tests`` from
-    :func:`~fer_utils.compare.pairwise_tests`: Holm-adjusted McNemar p and the paired-bootstrap
-    interval), the failure notes (:func:`~fer_utils.compare.failure_report`), then the
+    :func:`~fer_utils.study.compare.pairwise_tests`: Holm-adjusted McNemar p and the paired-bootstrap
+    interval), the failure notes (:func:`~fer_utils.study.compare.failure_report`), then the
     limitations (smallest class, seeds)."""
-    from .compare import failure_report
+    from fer_utils.study.compare import failure_report
 
     val = summary[("mean", "val_macro_f1")].dropna().sort_values(ascending=False)
     if val.empty:
@@ -317,8 +316,8 @@ def comparison_interpretation(summary: pd.DataFrame, tests: pd.DataFrame, record
 def reproduction_interpretation(protocols: dict) -> str:
     """What the faithful-reproduction rows say, as Markdown: per model, test macro F1 and accuracy
     under the original's protocol and under the corrected one, and what the difference can and
-    cannot be read as (``protocols`` from :func:`~fer_utils.compare.split_protocols`)."""
-    from .compare import summarize
+    cannot be read as (``protocols`` from :func:`~fer_utils.study.compare.split_protocols`)."""
+    from fer_utils.study.compare import summarize
 
     if "original" not in protocols:
         return ("**Faithful reproduction**: no run of the original's protocol (half data, 10 % validation, "

@@ -32,8 +32,8 @@ from fer_utils.models.runtime import (
     to_device,
 )
 from fer_utils.options import COMPILE_MODES, LOSSES, MONITORS, OPTIMIZERS, SAMPLERS
-from fer_utils.repro import seed_everything
-from fer_utils.stats import macro_f1
+from fer_utils.training.repro import seed_everything
+from fer_utils.training.stats import macro_f1
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
 

@@ -1,14 +1,14 @@
 """What a dashboard shows next to an answer: where a CNN looked, and how much a caption moved a fused model.
 
-* :func:`gradcam` — for a CNN bundle's :class:`~fer_utils.predict.Predictor`: Grad-CAM (Selvaraju et
+* :func:`gradcam` — for a CNN bundle's :class:`~fer_utils.inference.predict.Predictor`: Grad-CAM (Selvaraju et
   al. 2017) by captum's :class:`~captum.attr.LayerGradCam` on the architecture's last convolutional
   block (:func:`cam_layer`), for the predicted class unless another is asked for. The map says which
   regions of the image raised *the model's* score for that class: it explains the model's decision,
   not the emotion on the face, and a model with random or poor weights gets a map just as confident
   looking. Nothing here judges whether the model deserves trust; its test scores do.
-* :func:`text_contribution` — for a fused bundle's :class:`~fer_utils.predict.FusedPredictor`: the
+* :func:`text_contribution` — for a fused bundle's :class:`~fer_utils.inference.predict.FusedPredictor`: the
   probabilities with the image's own caption against those with the caption replaced by the fusion
-  study's constant caption (:data:`fer_utils.fusion.CONSTANT_CAPTION`, the sentence of its
+  study's constant caption (:data:`fer_utils.study.fusion.CONSTANT_CAPTION`, the sentence of its
   constant-caption control), the CNN features and everything else unchanged. A small difference
   means the caption hardly moved this answer.
 
@@ -17,7 +17,7 @@ Each function refuses the other kind of predictor with a :class:`~fer_utils.erro
 mix-up is a bug to see, not a blank to show.
 
 Only :func:`gradcam` needs captum (the ``web`` extra). The image is used as given: crop the face
-first (:func:`fer_utils.faces.crop_face`), as the dashboard does before predicting.
+first (:func:`fer_utils.inference.faces.crop_face`), as the dashboard does before predicting.
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from torch import nn
 
 from fer_utils.data.index import to_rgb
 from fer_utils.errors import ConfigError, DataError
-from fer_utils.fusion import CONSTANT_CAPTION
+from fer_utils.study.fusion import CONSTANT_CAPTION
 from fer_utils.models.registry import list_models
 from fer_utils.models.runtime import batched_forward
-from fer_utils.predict import FusedPredictor, Predictor
+from fer_utils.inference.predict import FusedPredictor, Predictor
 
 __all__ = ["CAM_LAYERS", "GradCAM", "TextContribution", "cam_layer", "gradcam", "text_contribution"]
 
@@ -68,13 +68,13 @@ def cam_layer(model: nn.Module) -> tuple[str, nn.Module]:
     if arch not in CAM_LAYERS:
         known = "registered" if arch in list_models() else "not registered"
         raise ConfigError(f"Grad-CAM does not know the last convolutional block of architecture {arch!r} "
-                          f"({known}); add it to fer_utils.explain.CAM_LAYERS (known: {', '.join(sorted(CAM_LAYERS))})")
+                          f"({known}); add it to fer_utils.inference.explain.CAM_LAYERS (known: {', '.join(sorted(CAM_LAYERS))})")
     name = CAM_LAYERS[arch]
     modules = dict(model.named_modules())
     layer = modules.get(name)
     if layer is None or isinstance(layer, (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool2d, nn.Dropout)):
         raise ConfigError(f"architecture {arch!r}: module {name!r} is missing or not a convolutional block "
-                          f"({type(layer).__name__ if layer is not None else 'absent'}); fix fer_utils.explain.CAM_LAYERS")
+                          f"({type(layer).__name__ if layer is not None else 'absent'}); fix fer_utils.inference.explain.CAM_LAYERS")
     return name, layer
 
 
@@ -144,7 +144,7 @@ def gradcam(predictor: Predictor, image: Image.Image | np.ndarray, target: int |
     The map explains the model's decision, not the emotion: it shows what raised the model's score
     for the class, whether or not the model is any good (random weights give a map too).
 
-    A :class:`~fer_utils.predict.FusedPredictor` raises :class:`ConfigError` (its answer is the
+    A :class:`~fer_utils.inference.predict.FusedPredictor` raises :class:`ConfigError` (its answer is the
     fusion head's, not its CNN's: use :func:`text_contribution`); so does a ``target`` that is not
     a class index. An image that cannot be used raises :class:`DataError`.
 
@@ -159,7 +159,7 @@ def gradcam(predictor: Predictor, image: Image.Image | np.ndarray, target: int |
         raise ConfigError("gradcam explains a CNN bundle's answer; this is a fused bundle, whose answer is the "
                           "fusion head's (CNN features + caption), not its CNN's: use text_contribution instead")
     if not isinstance(predictor, Predictor):
-        raise ConfigError(f"gradcam needs a fer_utils.predict.Predictor, got {type(predictor).__name__}")
+        raise ConfigError(f"gradcam needs a fer_utils.inference.predict.Predictor, got {type(predictor).__name__}")
     from captum.attr import LayerAttribution, LayerGradCam
 
     model = predictor.model
@@ -203,7 +203,7 @@ class TextContribution:
     ``delta`` = p(label) - p_without_text(label) (positive: the caption raised the answer's
     probability); ``total_variation`` = 1/2 sum |p - q| in [0, 1] (0: the caption changed
     nothing). ``caption`` is the text that was embedded, ``vote`` the class its emotion word names
-    (or None), as in :meth:`~fer_utils.predict.Predictor.predict_labeled`.
+    (or None), as in :meth:`~fer_utils.inference.predict.Predictor.predict_labeled`.
     """
 
     caption: str
@@ -219,14 +219,14 @@ class TextContribution:
 
 def text_contribution(predictor: FusedPredictor, image: Image.Image | np.ndarray) -> TextContribution:
     """The fused bundle's answer for one (face-cropped) image with its own caption and with the
-    caption replaced by :data:`fer_utils.fusion.CONSTANT_CAPTION` (the fusion study's
+    caption replaced by :data:`fer_utils.study.fusion.CONSTANT_CAPTION` (the fusion study's
     constant-caption control sentence), through the same CNN features, encoder, fusion and head
-    (:meth:`~fer_utils.predict.FusedPredictor.fused_probabilities`). The probabilities with the
-    caption are exactly :meth:`~fer_utils.predict.Predictor.predict_labeled`'s for the image.
+    (:meth:`~fer_utils.inference.predict.FusedPredictor.fused_probabilities`). The probabilities with the
+    caption are exactly :meth:`~fer_utils.inference.predict.Predictor.predict_labeled`'s for the image.
 
     The comparison is with one neutral sentence, not with "no text" (the head always takes text):
     it measures how far this caption moves the answer from a caption that says nothing about the
-    emotion. A CNN bundle's :class:`~fer_utils.predict.Predictor` raises :class:`ConfigError`
+    emotion. A CNN bundle's :class:`~fer_utils.inference.predict.Predictor` raises :class:`ConfigError`
     (it reads no text: use :func:`gradcam`); an image that cannot be used raises :class:`DataError`.
     Like prediction, it does not change the predictor; call it while no other thread uses the
     same predictor.

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
-from .evaluate import evaluate
-from .labels import EMOTIONS
-from .options import ORIGINAL_PROTOCOL
-from .runs import collect_runs, load_run
-from .stats import SCORES, holm, mcnemar, paired_bootstrap
+from fer_utils.errors import ConfigError
+from fer_utils.training.evaluate import evaluate
+from fer_utils.labels import EMOTIONS
+from fer_utils.options import ORIGINAL_PROTOCOL
+from fer_utils.study.runs import collect_runs, load_run
+from fer_utils.training.stats import SCORES, holm, mcnemar, paired_bootstrap
 
 ORIGINAL_REPORTED = pd.DataFrame(
     # The write-up's CNN table (1,533-image half test set); its "F1" is weighted F1 (flaw 2).
@@ -117,7 +117,7 @@ def runs_note(table: pd.DataFrame, by: str = "param.model") -> str:
 
 
 def always_predicting(y_true, label: int | None = None) -> tuple[int, dict]:
-    """``(class, metrics)``: :func:`~fer_utils.evaluate.evaluate` of predicting ``label`` for every
+    """``(class, metrics)``: :func:`~fer_utils.training.evaluate.evaluate` of predicting ``label`` for every
     image; by default the most frequent class of ``y_true`` (the majority-class baseline)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     if label is None:
@@ -199,7 +199,7 @@ def pairwise_tests(records: dict[str, dict], by: str = "model", n_bootstrap: int
     """Paired tests for every pair of runs that share a seed and the same test images: McNemar's
     test on their disagreements, its p-value Holm-adjusted over the pairs of that seed
     (``p_holm``), and, with ``n_bootstrap > 0``, the macro-F1 difference A − B over all 7 classes
-    (as :func:`~fer_utils.evaluate.evaluate` reports it) with its paired percentile-bootstrap 95 %
+    (as :func:`~fer_utils.training.evaluate.evaluate` reports it) with its paired percentile-bootstrap 95 %
     interval (resamples seeded by ``seed``)."""
     rows = []
     for (ra, a), (rb, b) in itertools.combinations(records.items(), 2):

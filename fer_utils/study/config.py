@@ -6,7 +6,7 @@ naming the key, so a typo in a papermill parameter is an error rather than a sil
 The study runner checks manifest parameters against the same dataclass before executing.
 
 This module imports only torch-free leaves (:mod:`~fer_utils.options`,
-:mod:`~fer_utils.preprocessing`), so validating a manifest never loads torch.
+:mod:`~fer_utils.options`), so validating a manifest never loads torch.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import types
 import typing
 from typing import Any, ClassVar, Literal
 
-from .errors import ConfigError
-from .options import (
+from fer_utils.errors import ConfigError
+from fer_utils.options import (
     AUGMENTATION_SETTINGS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, COMPILE_MODES, DATA_FORMATS,
     FUSION_NORMS, IMBALANCE_TREATMENTS, LOSSES, MONITORS, OPTIMIZERS, RAFDB_VARIANTS, SAMPLERS, TEXT_ENCODERS,
 )
-from .preprocessing import AUGMENTATIONS, NORMALIZATIONS
+from fer_utils.options import AUGMENTATIONS, NORMALIZATIONS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
 
@@ -238,7 +238,7 @@ class CNNBaselineConfig(CNNRecipeConfig):
 @dataclasses.dataclass(frozen=True)
 class AugmentationConfig(CNNRecipeConfig):
     """One CNN recipe trained under every augmentation setting and seed, each compared with no
-    augmentation on the same test images (fer_utils.ablation_study). ``seed`` makes the split;
+    augmentation on the same test images (fer_utils.study.ablation_study). ``seed`` makes the split;
     ``seeds`` are the training seeds. The defaults are the full study's grid."""
 
     model: str = "resnet18"
@@ -259,7 +259,7 @@ class ClassImbalanceConfig(NotebookConfig):
     """Class-imbalance treatments (class weights, focal loss, a class-balanced sampler) on the
     fusion study's inputs: a head on the frozen CNN features and the fusion study's best head on
     fused features (cached arrays), and with ``train_cnn`` the CNN itself trained under each
-    (fer_utils.ablation_study). The split, the caption settings, the heads' training budget and the
+    (fer_utils.study.ablation_study). The split, the caption settings, the heads' training budget and the
     CNN recipe are the fusion run's (``fusion_run``) and its CNN bundle's. The defaults are the full
     study's grid."""
 
@@ -356,7 +356,7 @@ class VLMCompareConfig(NotebookConfig):
 @dataclasses.dataclass(frozen=True)
 class FusionConfig(CaptionConfig):
     """Fusion heads on CNN features + caption embeddings, each against the same head on CNN-only
-    and text-only inputs, with controls and an informativeness sweep (fer_utils.fusion_study)."""
+    and text-only inputs, with controls and an informativeness sweep (fer_utils.study.fusion_study)."""
 
     cnn_bundle: str = ""                 # "": the validation-best CNN bundle trained on this data set
     heads: list[str] = dataclasses.field(default_factory=lambda: [
@@ -371,7 +371,7 @@ class FusionConfig(CaptionConfig):
     sweep_accuracies: list[float] = dataclasses.field(default_factory=lambda: [0.143, 0.3, 0.5, 0.7, 0.9])
     seeds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
     # Leakage: CNN class probabilities cross-fitted over k folds of the training images against the
-    # same recipe trained on all of them (the original's way); 0 folds: skipped (fer_utils.crossfit)
+    # same recipe trained on all of them (the original's way); 0 folds: skipped (fer_utils.study.crossfit)
     crossfit_folds: int = 3
     crossfit_model: str = "resnet18"
     crossfit_image_size: int = 224

@@ -6,14 +6,14 @@ compared with the plain one on the same test images.
   the config, with every seed of ``cfg.seeds``, on one split.
 - The class-imbalance study (``notebooks/08_class_weights.ipynb``, :func:`run_imbalance`): the
   treatments of :data:`~fer_utils.options.IMBALANCE_TREATMENTS` on the fusion study's cached inputs
-  (:func:`~fer_utils.fusion_study.load_inputs` of its run: cache hits), a head on the frozen CNN
+  (:func:`~fer_utils.study.fusion_study.load_inputs` of its run: cache hits), a head on the frozen CNN
   features and the fusion study's best head on fused features, trained with the fusion study's
   budget; with ``train_cnn`` also the CNN itself (the recipe of the bundle whose features the heads
   use) under each treatment. The effective number's beta is chosen on validation for each.
 
 Every trained model is a :class:`SettingRun` (group, setting, seed). The plain setting (``none``)
-is the reference: :func:`fer_utils.ablation.compare_to_plain` tests every other setting of a group
-against it on the test images, and :func:`fer_utils.ablation.adopt` decides from the validation
+is the reference: :func:`fer_utils.study.ablation.compare_to_plain` tests every other setting of a group
+against it on the test images, and :func:`fer_utils.study.ablation.adopt` decides from the validation
 predictions which setting the study adopts. :func:`save_ablation_run` writes one run record for
 everything: ``metrics.json`` (every run's scores, the comparisons, the adoption), ``predictions.csv``
 in long form (group, setting, seed, id, true, predicted: what the paired tests need) and, for CNN
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_utils import ablation
+from fer_utils.study import ablation
 from fer_utils.errors import ConfigError, DataError
-from fer_utils.experiment import TrainedRun, load_data, preprocessing_of, record, train_cnn_on, training_config
+from fer_utils.study.experiment import TrainedRun, load_data, preprocessing_of, record, train_cnn_on, training_config
 from fer_utils.labels import EMOTIONS
 from fer_utils.options import AUGMENTATION_SETTINGS, IMBALANCE_TREATMENTS, display_name
 
@@ -46,7 +46,7 @@ class SettingRun:
     setting: str                    # e.g. "hflip", "rrc_0.8", "inverse", "effective_0.99"
     seed: int
     val_macro_f1: float
-    metrics: dict                   # fer_utils.evaluate of the test split
+    metrics: dict                   # fer_utils.training.evaluate of the test split
     test_pred: np.ndarray
     val_pred: np.ndarray
     epochs_run: int | None = None
@@ -133,7 +133,7 @@ def save_ablation_run(cfg, run: AblationRun) -> Path:
 
 def _from_trained(trained: TrainedRun, group: str, setting: str, seed: int, val_set, seconds: float,
                   beta: float | None = None) -> SettingRun:
-    from fer_utils.evaluate import predict_proba
+    from fer_utils.training.evaluate import predict_proba
 
     tcfg = trained.train_config
     val_pred = predict_proba(trained.model, val_set, batch_size=tcfg.batch_size, device=tcfg.device,
@@ -218,7 +218,7 @@ def check_imbalance(cfg) -> None:
 
 
 def treatment_params(treatment: str, beta: float = 0.999, gamma: float = 2.0) -> dict:
-    """The training parameters of a treatment (names of :class:`~fer_utils.config.CNNRecipeConfig`)."""
+    """The training parameters of a treatment (names of :class:`~fer_utils.study.config.CNNRecipeConfig`)."""
     if treatment not in IMBALANCE_TREATMENTS:
         raise ConfigError(f"unknown treatment {treatment!r}; expected one of {', '.join(IMBALANCE_TREATMENTS)}")
     return {"class_weights": treatment if treatment in ("inverse", "effective") else "none",
@@ -239,7 +239,7 @@ def candidates(cfg) -> list[tuple[str, str, float | None]]:
 
 
 def with_treatment(tcfg, params: dict, train_labels):
-    """``tcfg`` (a :class:`~fer_utils.train.TrainConfig`) under a treatment's parameters, the class
+    """``tcfg`` (a :class:`~fer_utils.training.train.TrainConfig`) under a treatment's parameters, the class
     weights computed from ``train_labels``."""
     from fer_utils.data import class_weights
 
@@ -251,8 +251,8 @@ def with_treatment(tcfg, params: dict, train_labels):
 def fusion_config(cfg):
     """The fusion run's config (``<runs_root>/06_fusion/<fusion_run>/params.json``) with this
     config's data set, folders and device, and the CNN bundle it used named explicitly; and its record."""
-    from fer_utils.config import FusionConfig
-    from fer_utils.runs import load_run
+    from fer_utils.study.config import FusionConfig
+    from fer_utils.study.runs import load_run
 
     folder = Path(cfg.runs_root) / "06_fusion" / cfg.fusion_run
     try:
@@ -270,8 +270,8 @@ def fusion_config(cfg):
 def cnn_recipe(bundle_path: str | Path):
     """The CNN baseline config of the run that trained the bundle at ``bundle_path`` (its record is
     the bundle's parent folder), without a bundle of its own."""
-    from fer_utils.config import CNNBaselineConfig
-    from fer_utils.runs import load_run
+    from fer_utils.study.config import CNNBaselineConfig
+    from fer_utils.study.runs import load_run
 
     params = load_run(Path(bundle_path).parent)["params"]
     recipe = CNNBaselineConfig.from_params({k: v for k, v in params.items() if k in CNNBaselineConfig.field_names()},
@@ -280,7 +280,7 @@ def cnn_recipe(bundle_path: str | Path):
 
 
 def _head_choice(cfg, fused_head: str) -> str:
-    from fer_utils.fusion_study import REFERENCE_HEAD
+    from fer_utils.study.fusion_study import REFERENCE_HEAD
     from fer_utils.models.fusion import head_info, list_heads
 
     if cfg.cnn_head:
@@ -317,8 +317,8 @@ def run_imbalance(cfg, inputs=None, progress: bool = False, echo: Callable | Non
     echo = echo or (lambda *_: None)
     from fer_utils.data import class_counts, class_weights
     from fer_utils.data.synthetic.writer import RAFDB_TRAIN_COUNTS
-    from fer_utils.fusion import fuse, train_head
-    from fer_utils.fusion_study import head_training_config, load_inputs
+    from fer_utils.study.fusion import fuse, train_head
+    from fer_utils.study.fusion_study import head_training_config, load_inputs
 
     check_imbalance(cfg)
     fcfg, fusion_record = fusion_config(cfg)

@@ -25,7 +25,7 @@ from fer_utils.data.tensor_transforms import eval_transform
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.models.registry import create_model
 from fer_utils.models.runtime import amp_dtype, batched_forward, make_loader, resolve_device, weights_sha256
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 
 CACHE_NAMESPACE = "features"
 CACHE_FORMAT = 3

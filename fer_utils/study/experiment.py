@@ -1,7 +1,7 @@
 """Steps that the study's notebooks share, each usable on its own:
 
 - :func:`load_data`: a config's data set, split into train / val / test, and its data record;
-- :func:`training_config`: the :class:`~fer_utils.train.TrainConfig` of a notebook config;
+- :func:`training_config`: the :class:`~fer_utils.training.train.TrainConfig` of a notebook config;
 - :func:`fit_and_score`: ``fit`` on train/val, then the test split read once and scored with
   confidence intervals (:func:`score_test`) — for a CNN on images or a head on cached arrays;
 - :func:`record` and :func:`save_run`: the run record (and the model bundle).
@@ -20,15 +20,16 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import repro, runs
-from .data import class_weights, describe_dataset, load_dataset, make_datasets, make_splits
-from .evaluate import evaluate, predict_proba, predictions_frame
-from .models import create_model
-from .options import ORIGINAL_PROTOCOL
-from .predict import save_bundle
-from .preprocessing import Preprocessing
-from .stats import SCORES, bootstrap_ci
-from .train import FitResult, TrainConfig, fit
+from fer_utils.training import repro
+from fer_utils.study import runs
+from fer_utils.data import class_weights, describe_dataset, load_dataset, make_datasets, make_splits
+from fer_utils.training.evaluate import evaluate, predict_proba, predictions_frame
+from fer_utils.models import create_model
+from fer_utils.options import ORIGINAL_PROTOCOL
+from fer_utils.inference.predict import save_bundle
+from fer_utils.options import Preprocessing
+from fer_utils.training.stats import SCORES, bootstrap_ci
+from fer_utils.training.train import FitResult, TrainConfig, fit
 
 CI_METRICS = SCORES
 """The test metrics reported with a bootstrap interval (and stored in model bundles)."""
@@ -64,7 +65,7 @@ def training_config(cfg, train_labels=None) -> TrainConfig:
 
 
 def score_test(y_true, proba, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """:func:`~fer_utils.evaluate.evaluate` of the test split plus percentile-bootstrap 95 %
+    """:func:`~fer_utils.training.evaluate.evaluate` of the test split plus percentile-bootstrap 95 %
     intervals (``ci95``) of :data:`CI_METRICS` (none when ``n_bootstrap`` is 0)."""
     metrics = evaluate(y_true, proba)
     y_pred = np.asarray(proba).argmax(1)

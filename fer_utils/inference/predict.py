@@ -16,7 +16,7 @@ raises an error naming the file and what is wrong. ``choose_bundle`` picks the b
 serves when none is named: the best validation macro F1 among the bundles trained on a given data
 set — never the newest file.
 
-A *fused* bundle (``"kind": "fused"`` in its ``bundle.json``; :mod:`fer_utils.fused_bundle` writes
+A *fused* bundle (``"kind": "fused"`` in its ``bundle.json``; :mod:`fer_utils.inference.fused_bundle` writes
 one) holds a copy of a CNN bundle, what rebuilds a captioner and a text encoder, and a fusion head:
 ``Predictor.from_bundle`` loads it as a :class:`FusedPredictor`, which runs it end to end on raw
 images (features, caption, embedding, fusion, head) with the same public methods; its labeled
@@ -43,7 +43,7 @@ from fer_utils.data.index import to_rgb, warn_if_tiny
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
 from fer_utils.models.registry import create_model, list_models
-from fer_utils.preprocessing import Preprocessing
+from fer_utils.options import Preprocessing
 from fer_utils.models.runtime import batched_forward, resolve_device
 
 BUNDLE_FORMAT = 1
@@ -141,11 +141,11 @@ def _read_manifest(file: Path) -> dict:
     architecture, and exactly the canonical classes — ``num_classes`` 7 and the labels of
     :data:`EMOTIONS` / :data:`EMOTIONS_KO` in that order (the weights' outputs are in that order:
     other labels would silently relabel every prediction). A fused bundle is checked by
-    :func:`fer_utils.fused_bundle.check_fused_manifest` (its CNN copy too).
+    :func:`fer_utils.inference.fused_bundle.check_fused_manifest` (its CNN copy too).
     """
     manifest = _read_json(file)
     if manifest.get("kind", "cnn") == "fused":
-        from fer_utils.fused_bundle import check_fused_manifest
+        from fer_utils.inference.fused_bundle import check_fused_manifest
         return check_fused_manifest(file, manifest)
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
@@ -187,7 +187,7 @@ class Predictor:
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, device: str = "cpu") -> Predictor:
         """Load a bundle folder (or its ``bundle.json``): a CNN bundle, or a fused bundle as a
-        :class:`FusedPredictor` (see :mod:`fer_utils.fused_bundle`)."""
+        :class:`FusedPredictor` (see :mod:`fer_utils.inference.fused_bundle`)."""
         folder = Path(path)
         if folder.name == BUNDLE_JSON:
             folder = folder.parent
@@ -308,7 +308,7 @@ class Predictor:
 
 
 class FusedPredictor(Predictor):
-    """Images in, class probabilities out, for a fused bundle (:mod:`fer_utils.fused_bundle`).
+    """Images in, class probabilities out, for a fused bundle (:mod:`fer_utils.inference.fused_bundle`).
 
     Per image, end to end: the CNN's penultimate features (``model.forward_features`` on the input
     the CNN bundle's own :class:`Predictor` builds: same decoding and preprocessing), the caption
@@ -338,7 +338,7 @@ class FusedPredictor(Predictor):
 
     @classmethod
     def _from_manifest(cls, folder: Path, manifest: dict, device: str) -> FusedPredictor:
-        from fer_utils.fused_bundle import HEAD_FILE, check_identity
+        from fer_utils.inference.fused_bundle import HEAD_FILE, check_identity
         from fer_utils.models.fusion import create_head
         from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 
@@ -415,8 +415,8 @@ class FusedPredictor(Predictor):
         """Probabilities ``[N, num_classes]`` of the head on CNN features ``[N, cnn_dim]`` (the CNN's
         ``forward_features`` of the images) and one caption per row: the captions embedded by the
         bundle's encoder, ``fuse(cnn, text, "fused", norm)``, the head, softmax. The last steps of
-        every answer; :func:`fer_utils.explain.text_contribution` runs them with other captions."""
-        from fer_utils.fusion import fuse
+        every answer; :func:`fer_utils.inference.explain.text_contribution` runs them with other captions."""
+        from fer_utils.study.fusion import fuse
 
         text = np.asarray(self.encoder.encode(list(captions)), dtype=np.float32)
         x = torch.from_numpy(fuse(np.asarray(features, dtype=np.float32), text, "fused", self.fusion_norm))
@@ -458,14 +458,14 @@ def _summary(folder: Path | None, manifest: Mapping) -> dict:
 
 def _weights_files(folder: Path, summary: Mapping) -> list[Path]:
     if summary["kind"] == "fused":
-        from fer_utils.fused_bundle import CNN_FOLDER, HEAD_FILE
+        from fer_utils.inference.fused_bundle import CNN_FOLDER, HEAD_FILE
         return [folder / HEAD_FILE, folder / CNN_FOLDER / WEIGHTS_FILE]
     return [folder / WEIGHTS_FILE]
 
 
 def _inside_fused_bundle(folder: Path) -> bool:
     """Whether ``folder`` is the CNN copy inside a fused bundle (part of it, not a bundle of its own)."""
-    from fer_utils.fused_bundle import CNN_FOLDER
+    from fer_utils.inference.fused_bundle import CNN_FOLDER
 
     if folder.name != CNN_FOLDER:
         return False

@@ -52,9 +52,9 @@ def _train(recipe: CNNRecipe, index: pd.DataFrame, seed: int):
     """A CNN of ``recipe`` trained on ``index``'s train rows, selected on its val rows."""
     from fer_utils.data import make_datasets
     from fer_utils.models import create_model
-    from fer_utils.preprocessing import Preprocessing
-    from fer_utils.repro import seed_everything
-    from fer_utils.train import TrainConfig, fit
+    from fer_utils.options import Preprocessing
+    from fer_utils.training.repro import seed_everything
+    from fer_utils.training.train import TrainConfig, fit
 
     seed_everything(seed)
     prep = Preprocessing.preset(recipe.image_size, recipe.normalization)
@@ -69,7 +69,7 @@ def _train(recipe: CNNRecipe, index: pd.DataFrame, seed: int):
 def _proba_all(model, prep, index: pd.DataFrame) -> np.ndarray:
     """The model's probabilities for every row of ``index``, in order (plain eval transform)."""
     from fer_utils.data import FERDataset, eval_transform
-    from fer_utils.evaluate import predict_proba
+    from fer_utils.training.evaluate import predict_proba
 
     dataset = FERDataset(index, batch_transform=eval_transform(prep), store_size=prep.image_size)
     return predict_proba(model, dataset, batch_size=64, device="cpu", num_workers=0)

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_utils import repro
+from fer_utils.training import repro
 from fer_utils.errors import ConfigError
-from fer_utils.experiment import load_data, record
-from fer_utils.fusion import (
+from fer_utils.study.experiment import load_data, record
+from fer_utils.study.fusion import (
     CONSTANT_CAPTION, FusionData, HeadRun, align, compare_to_cnn, fuse, head_inputs, late_fusion, train_head,
     vote_proba,
 )
 from fer_utils.labels import NUM_CLASSES
 from fer_utils.options import FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS
-from fer_utils.train import TrainConfig
+from fer_utils.training.train import TrainConfig
 
 REFERENCE_HEAD = "mlp1"
 """The CNN-only reference of fused variants without a CNN-only run of their own (heads that need
@@ -60,7 +60,7 @@ def check_config(cfg) -> None:
 
 def cnn_bundle_of(cfg, data: dict) -> Path:
     """The CNN bundle: ``cfg.cnn_bundle``, or the validation-best one trained on this data set."""
-    from fer_utils.predict import choose_bundle
+    from fer_utils.inference.predict import choose_bundle
 
     if cfg.cnn_bundle:
         return Path(cfg.cnn_bundle)
@@ -80,9 +80,9 @@ def load_inputs(cfg, progress: bool = False) -> FusionInputs:
     """CNN features, captions and embeddings of ``cfg``'s data set, aligned by image id."""
     import torch
 
-    from fer_utils.features import extract_features
-    from fer_utils.predict import Predictor, bundle_summary
-    from fer_utils.vlm.experiment import captioner_of, describe_captioner, encoder_of, settings_of
+    from fer_utils.training.features import extract_features
+    from fer_utils.inference.predict import Predictor, bundle_summary
+    from fer_utils.study.prompt_study import captioner_of, describe_captioner, encoder_of, settings_of
     from fer_utils.vlm.pipeline import caption_index, embed_texts
     from fer_utils.vlm.prompts import resolve_prompt
 
@@ -225,10 +225,10 @@ def run_faithful(cfg, inputs: FusionInputs) -> dict:
     the same head on CNN features alone and with the CNN's own classifier, on the half test set."""
     import torch
 
-    from fer_utils.evaluate import evaluate
-    from fer_utils.features import extract_features
+    from fer_utils.training.evaluate import evaluate
+    from fer_utils.training.features import extract_features
     from fer_utils.options import ORIGINAL_PROTOCOL
-    from fer_utils.predict import Predictor
+    from fer_utils.inference.predict import Predictor
 
     cfg_o = dataclasses.replace(cfg, subset=ORIGINAL_PROTOCOL["subset"], val_fraction=ORIGINAL_PROTOCOL["val_fraction"])
     index, data = load_data(cfg_o)
@@ -278,9 +278,9 @@ def simulated_text(fd: FusionData, encoder, accuracy: float, seed: int, cache_di
 def frozen_features(cfg, fd: FusionData) -> np.ndarray:
     """Penultimate features of ``cfg.frozen_backbone`` with its ImageNet weights, not fine-tuned
     (224 px, ImageNet normalisation; WeightsNotFoundError naming the file when they are missing)."""
-    from fer_utils.features import extract_features
+    from fer_utils.training.features import extract_features
     from fer_utils.models import create_model
-    from fer_utils.preprocessing import Preprocessing
+    from fer_utils.options import Preprocessing
 
     model = create_model(cfg.frozen_backbone, pretrained=True)
     ids, features = extract_features(model, fd.index, Preprocessing.preset(224, "imagenet"), num_workers=0,
@@ -289,10 +289,10 @@ def frozen_features(cfg, fd: FusionData) -> np.ndarray:
 
 
 def run_leakage(cfg, inputs: FusionInputs, tcfg: TrainConfig, runs: list[HeadRun]) -> dict:
-    """The leakage comparison (:mod:`fer_utils.crossfit`): the reference head on leaky and on
+    """The leakage comparison (:mod:`fer_utils.study.crossfit`): the reference head on leaky and on
     cross-fitted CNN probabilities, alone and fused with the study's captions and with simulated
     captions of ``cfg.leakage_accuracy``; appends the runs, returns what was done."""
-    from fer_utils.crossfit import CNNRecipe, crossfit_probabilities
+    from fer_utils.study.crossfit import CNNRecipe, crossfit_probabilities
 
     fd = inputs.fd
     recipe = CNNRecipe(model=cfg.crossfit_model, image_size=cfg.crossfit_image_size, epochs=cfg.crossfit_epochs,
@@ -368,7 +368,7 @@ def summarize(cfg, inputs: FusionInputs, runs: list[HeadRun], comparisons: pd.Da
               trainable_best: str, sweep: list[dict]) -> dict:
     """The run record's metrics: the headline (the validation-best fused variant, mean over seeds),
     every head run, the comparisons, the CNN's own classifier and what produced the inputs."""
-    from fer_utils.evaluate import evaluate
+    from fer_utils.training.evaluate import evaluate
 
     table = results_table(runs)
     chosen = table[(table["head"] == best) & (table["inputs"] == "fused") & table["variant"].isin(["main", "late"])]
@@ -404,8 +404,8 @@ def export_bundle(cfg, inputs: FusionInputs, run: FusionRun) -> Path | None:
 
     The head is the best trainable fused head of the main grid and the seed its best on validation;
     it is trained again (same seed, same data: the same weights) rather than kept from the grid."""
-    from fer_utils.fused_bundle import is_servable_captioner, save_fused_bundle
-    from fer_utils.vlm.experiment import settings_of
+    from fer_utils.inference.fused_bundle import is_servable_captioner, save_fused_bundle
+    from fer_utils.study.prompt_study import settings_of
     from fer_utils.vlm.prompts import resolve_prompt
 
     if not is_servable_captioner(cfg.captioner):

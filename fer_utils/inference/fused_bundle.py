@@ -23,9 +23,9 @@ differently: a :class:`~fer_utils.errors.DataError` naming ``bundle.json``). Mis
 encoder weights raise their own :class:`~fer_utils.errors.WeightsNotFoundError` (model id and the
 download command): random weights never stand in.
 
-:func:`save_fused_bundle` writes one; :meth:`fer_utils.predict.Predictor.from_bundle` loads it as a
-:class:`fer_utils.predict.FusedPredictor` (image → CNN features, caption → embedding → fuse →
-head); :func:`fer_utils.predict.bundle_summary`, ``list_bundles`` and ``choose_bundle`` treat it
+:func:`save_fused_bundle` writes one; :meth:`fer_utils.inference.predict.Predictor.from_bundle` loads it as a
+:class:`fer_utils.inference.predict.FusedPredictor` (image → CNN features, caption → embedding → fuse →
+head); :func:`fer_utils.inference.predict.bundle_summary`, ``list_bundles`` and ``choose_bundle`` treat it
 like a CNN bundle.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from fer_utils.data import file_sha256
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
 from fer_utils.options import CAPTIONERS, FUSION_NORMS, TEXT_ENCODERS
-from fer_utils.predict import BUNDLE_FORMAT, BUNDLE_JSON, WEIGHTS_FILE, _check_labels, _read_manifest
+from fer_utils.inference.predict import BUNDLE_FORMAT, BUNDLE_JSON, WEIGHTS_FILE, _check_labels, _read_manifest
 from fer_utils.vlm.base import GenerationSettings
 
 FUSED_KIND = "fused"
@@ -173,7 +173,7 @@ def save_fused_bundle(path: str | os.PathLike, *, cnn_bundle: str | os.PathLike,
     captions were made. ``encoder``: ``{"name", its arguments (e.g. model_id), "identity"}``
     (:func:`encoder_record`). ``head``: the trained ``create_head(head_name, cnn_dim, text_dim,
     **head_kwargs)`` on ``fuse(cnn, text, "fused", fusion_norm)``. ``metrics`` should hold
-    ``val_macro_f1`` (what :func:`~fer_utils.predict.choose_bundle` ranks by); ``data`` is the
+    ``val_macro_f1`` (what :func:`~fer_utils.inference.predict.choose_bundle` ranks by); ``data`` is the
     training data's record, the data the CNN bundle was trained on.
 
     Everything is checked before anything is written; files are written atomically, the CNN copy

@@ -40,7 +40,7 @@ def _f1_from_confusions(conf: np.ndarray, average: str) -> np.ndarray:
 def macro_f1(y_true, y_pred, num_classes: int) -> float:
     """Macro F1 over classes ``0..num_classes-1`` (a class with no true and no predicted sample
     scores 0, as sklearn's ``zero_division=0`` with that label list), from one confusion matrix:
-    the same number as :func:`fer_utils.evaluate.evaluate`'s at a fraction of the cost (a
+    the same number as :func:`fer_utils.training.evaluate.evaluate`'s at a fraction of the cost (a
     training loop's per-epoch validation took 13 ms with sklearn, well under 1 ms here)."""
     y_true = np.asarray(y_true, dtype=np.int64).ravel()
     y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
@@ -116,7 +116,7 @@ def bootstrap_ci(y_true, y_pred, metric: str | MetricFn = "accuracy", n_boot: in
 
     ``num_classes`` fixes the classes the F1 metrics average over to ``0..num_classes-1`` (labels
     must be those integers), as ``sklearn.metrics.f1_score(labels=range(num_classes),
-    zero_division=0)`` and :func:`fer_utils.evaluate.evaluate` do: a class never true nor
+    zero_division=0)`` and :func:`fer_utils.training.evaluate.evaluate` do: a class never true nor
     predicted scores F1 0. Pass it whenever the point estimate you report counts every class,
     or the interval brackets another number. ``None`` averages over the classes that occur in
     the full ``y_true`` or ``y_pred`` (``f1_score``'s default). Weighted F1 does not depend on

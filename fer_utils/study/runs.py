@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_write
-from .errors import DataError
+from fer_utils.cache import atomic_write
+from fer_utils.errors import DataError
 
 RECORD_FILES = ("params.json", "metrics.json", "predictions.csv", "history.csv", "provenance.json")
 REQUIRED_FILES = ("params.json", "metrics.json", "provenance.json")

@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import normalize
 
-from fer_utils.evaluate import predictions_frame
+from fer_utils.training.evaluate import predictions_frame
 from fer_utils.labels import NUM_CLASSES
 
 
@@ -50,7 +50,7 @@ def linear_probe(features: np.ndarray, index: pd.DataFrame, cs: Sequence[float] 
     ``features`` has one row per ``index`` row, in order. Ties in validation macro F1 go to the
     smaller ``C`` (the stronger regularisation).
     """
-    from fer_utils.experiment import score_test
+    from fer_utils.study.experiment import score_test
 
     features = normalize(np.asarray(features, dtype=np.float64))
     if len(features) != len(index):
