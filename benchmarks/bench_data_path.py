@@ -10,10 +10,10 @@ In one process, on the same synthetic JPEGs, it measures images per second of
 for the *old* path -- reimplemented here as it was before the tensor path: a DataLoader over a
 per-sample data set that opens each JPEG with PIL (``draft`` to the model size), applies the
 torchvision v2 pipeline on the PIL image (``Resize`` -> augmentation -> ``ToImage`` -> ``ToDtype``
--> ``Normalize``) and collates -- and the *new* path: :func:`fer_utils.data.make_datasets` over the
+-> ``Normalize``) and collates -- and the *new* path: :func:`fer_utils.data.transforms.make_datasets` over the
 decoded-image cache (memory-mapped ``.npy``, decoded once beforehand; that one-off decode and the
 cost of a cache hit -- hashing the files, mapping the array -- are reported apart, as a run pays
-them once, not per epoch), one fancy index per batch, then the :class:`~fer_utils.data.BatchTransform` on the
+them once, not per epoch), one fancy index per batch, then the :class:`~fer_utils.data.tensor_transforms.BatchTransform` on the
 device. Ratios are new / old. Both use the main process only (``num_workers=0``), as the project
 does on a CPU. Example::
 
@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from fer_utils.data import make_datasets
+from fer_utils.data.transforms import make_datasets
 from fer_utils.models import create_model
 from fer_utils.models.runtime import apply_transform, make_loader
 from fer_utils.options import Preprocessing

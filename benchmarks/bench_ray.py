@@ -90,10 +90,10 @@ def main() -> None:
             cnn, rows, batch_size=32, device="cpu", cache_dir=f"{work}/ray", concurrency=args.concurrency))
         out["features_ray_actor_step_s"] = extracted.seconds
         # Ray Data's own cost per call: a no-op actor over 200 one-row batches against one batch
-        from fer_utils.inference.scale import _run_actors
+        from fer_utils.inference.scale import run_actors
 
-        _, one = timed(lambda: _run_actors(_Noop, 200, {}, batch_rows=200, concurrency=1, use_gpu=False))
-        _, many = timed(lambda: _run_actors(_Noop, 200, {}, batch_rows=1, concurrency=1, use_gpu=False))
+        _, one = timed(lambda: run_actors(_Noop, 200, {}, batch_rows=200, concurrency=1, use_gpu=False))
+        _, many = timed(lambda: run_actors(_Noop, 200, {}, batch_rows=1, concurrency=1, use_gpu=False))
         out["noop_actor_one_batch_s"] = one
         out["per_batch_overhead_ms"] = 1000 * (many - one) / 199
         _, out["ray_shutdown_s"] = timed(ray.shutdown)

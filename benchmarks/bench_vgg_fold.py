@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from fer_utils.bench import best_seconds
 from fer_utils.models import create_model
 from fer_utils.models.folding import fold_replicated_linear
-from fer_utils.training.train import TrainConfig, _optimizer
+from fer_utils.training.train import TrainConfig, make_optimizer
 
 
 def main(argv=None) -> dict:
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
         unfold = fold_replicated_linear(model, args.image_size) if fold else None
         if fold and unfold is None:
             sys.exit(f"{args.model} at {args.image_size} px: nothing to fold (the last map is not 1 x 1)")
-        optimizer = _optimizer(model, config)
+        optimizer = make_optimizer(model, config)
         losses = []
 
         def steps():

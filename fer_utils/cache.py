@@ -190,6 +190,16 @@ _FORMATS: dict[str, tuple[str, Callable[[Any], bytes | Writer], Callable[[Path],
 """kind -> (file extension, what to hand atomic_write for a value, reader of a file)."""
 
 
+def still_to_compute(keys: Sequence[str], found: Sequence[Any]) -> dict[str, int]:
+    """The keys whose ``found`` entry is None, each with the position of its first row, in order:
+    what a cached computation has left to do (a key that appears twice is computed once)."""
+    todo: dict[str, int] = {}
+    for position, (key, entry) in enumerate(zip(keys, found)):
+        if entry is None:
+            todo.setdefault(key, position)
+    return todo
+
+
 class Cache:
     """Content-addressed entries under ``root/namespace/``; see the module docstring.
 
@@ -273,6 +283,14 @@ class Cache:
     def put_arrays(self, keys: Sequence[str], rows: Iterable[np.ndarray]) -> None:
         """One entry per ``(key, row)``: e.g. each row of a feature matrix under its image's key."""
         self.put_many(keys, rows, "array")
+
+    def lookup_arrays(self, keys: Sequence[str], usable: Callable[[np.ndarray], bool] = lambda row: True
+                      ) -> tuple[list[np.ndarray | None], dict[str, int]]:
+        """``(rows, todo)`` for ``keys``: each key's cached array when present and ``usable`` (else
+        None), and the keys still to compute, each with the position of its first row (a key that
+        appears twice is computed once). The one "what is cached, what is left" of the package."""
+        rows = [row if row is not None and usable(row) else None for row in self.get_arrays(keys)]
+        return rows, still_to_compute(keys, rows)
 
     def get_json(self, key: str) -> Any | None:
         return self.get(key, "json")

@@ -3,7 +3,7 @@ validating a study manifest never imports torch. The modules that implement each
 names from here (and a test keeps the CNN registry in step with :data:`CNN_ARCHITECTURES`).
 
 :class:`Preprocessing` (square size, per-channel mean and std) is checked here and only here; the
-batch transforms (:class:`fer_utils.data.BatchTransform`), the model registry, feature extraction and
+batch transforms (:class:`fer_utils.data.tensor_transforms.BatchTransform`), the model registry, feature extraction and
 model bundles all take one.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ CAPTIONERS: tuple[str, ...] = ("blip2", "tiny_blip2", "precomputed", "simulated"
 local folder; a tiny BLIP-2 with random weights built in code (captions without meaning: tests and
 the offline default); captions read from a file; simulated captions of known accuracy (a control)."""
 FUSION_NORMS: tuple[str, ...] = ("concat_l2", "modality_l2")
-"""How a fused input is normalised (:func:`fer_utils.study.fusion.fuse`): the original's L2 norm of the
+"""How a fused input is normalised (:func:`fer_utils.models.heads.registry.fuse`): the original's L2 norm of the
 concatenated vector, or each modality's L2 norm before concatenation."""
 FUSION_INPUTS: tuple[str, ...] = ("cnn", "text", "fused")
 FUSION_CONTROLS: tuple[str, ...] = ("shuffled", "constant")

@@ -4,6 +4,7 @@ page does wrong. Imported by the test modules as ``from browser import ...``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -96,3 +97,24 @@ class Watch:
         path = urlsplit(response.url).path
         if response.status >= 400 and self.expected_statuses.get(path) != response.status:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
+
+
+@contextlib.contextmanager
+def journey(watch: Watch, context, page, shot, log=None):
+    """A user's journey through ``page``: on failure, ``log()`` (a server's log, if given) is
+    printed and a last screenshot taken (``shot(page, "99-failure")``) before the error goes on;
+    the browser context is closed; then nothing the :class:`Watch` saw may have gone wrong."""
+    try:
+        yield
+    except Exception:
+        if log is not None:
+            print(log())
+        try:
+            shot(page, "99-failure")
+        except Exception as exc:  # the page may be gone: keep the test's own error
+            print(f"no failure screenshot: {exc}")
+        raise
+    finally:
+        context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+    assert not watch.outside, f"requests to hosts other than {LOCAL_HOST}: {watch.outside}"

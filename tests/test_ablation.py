@@ -175,6 +175,7 @@ def test_the_configs_list_parameters_are_checked():
 def fusion_inputs(tmp_path):
     """Imbalanced constructed features (the label in the text part, noise in the CNN part) and a
     recorded fusion run whose plain head runs the imbalance study must repeat."""
+    from fer_utils.models.heads.registry import fuse
     from fer_utils.study import fusion
     from fer_utils.study.config import FusionConfig
     from fer_utils.study.fusion_study import FusionInputs, head_training_config
@@ -192,8 +193,8 @@ def fusion_inputs(tmp_path):
     params = {"notebook": "06_fusion", "heads": ["mlp1"], "epochs": 6, "patience": 6, "batch_size": 32, "lr": 3e-3,
               "fusion_norm": "concat_l2", "seeds": [1]}
     tcfg = head_training_config(FusionConfig.from_params({k: v for k, v in params.items() if k != "notebook"}))
-    theirs = [fusion.train_head("mlp1", fusion.fuse(cnn, text, "fused"), fd, 12, 7, 1, tcfg, inputs="fused"),
-              fusion.train_head("mlp1", fusion.fuse(cnn, None, "cnn"), fd, 12, 0, 1, tcfg, inputs="cnn")]
+    theirs = [fusion.train_head("mlp1", fuse(cnn, text, "fused"), fd, 12, 7, 1, tcfg, inputs="fused"),
+              fusion.train_head("mlp1", fuse(cnn, None, "cnn"), fd, 12, 0, 1, tcfg, inputs="cnn")]
     runs_root = tmp_path / "runs"
     runs.save_run(runs_root / "06_fusion" / "default", params,
                   {"cnn_bundle": {"path": "nowhere/bundle", "model": "resnet18"}, "controls_and_sweep_head": "mlp1",

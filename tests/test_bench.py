@@ -85,7 +85,7 @@ def test_study_part_runs_twice_in_a_scratch_project_and_restores_the_environment
         return []
 
     monkeypatch.setenv(ENV_HOME, str(REPO))
-    monkeypatch.setattr(study, "run_study", fake_run_study)
+    monkeypatch.setattr(runner, "run_study", fake_run_study)
     monkeypatch.setattr(synthetic, "generate", lambda out, **kw: Path(out))
     result = bench_study.measure_study("quick", only=["01_data"], source=REPO, echo=lambda *_: None)
     assert len(calls) == 2 and calls[0] == ("quick", calls[0][1], ["01_data"])

@@ -72,7 +72,7 @@ def _bundle(folder, seed, val, data):
     import torch
 
     from fer_utils.models import create_model
-    from fer_utils.inference.predict import save_bundle
+    from fer_utils.inference.bundle import save_bundle
     from fer_utils.options import Preprocessing
 
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from PIL import Image
 from fer_utils.cli import main
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.inference.predict import save_bundle
+from fer_utils.inference.bundle import save_bundle
 from fer_utils.options import Preprocessing
 
 DATA = {"name": "s", "fingerprint": "f", "synthetic": True}

@@ -83,7 +83,7 @@ def test_the_default_data_is_generated_after_the_plan_and_checked_before_running
     """Without --data: plan, then generate the project's data set, check it, then execute."""
     calls = []
     monkeypatch.setattr(synthetic, "DEFAULT_SCALE", 0.003)                   # a handful of images
-    monkeypatch.setattr(study, "execute", lambda run, **_: calls.append(run) or 0.0)
+    monkeypatch.setattr(runner, "execute", lambda run, **_: calls.append(run) or 0.0)
     res = study_run("--profile", "quick", "--only", "data")
     assert res.exit_code == 0, res.output
     data = project / "data" / "synthetic"
@@ -109,7 +109,7 @@ def test_the_full_profile_without_data_is_an_error_not_the_synthetic_set(project
     assert "generating" not in res.output and files(project) == before
 
     calls = []                                   # a full run that reads no data set needs no --data
-    monkeypatch.setattr(study, "execute", lambda run, **_: calls.append(run) or 0.0)
+    monkeypatch.setattr(runner, "execute", lambda run, **_: calls.append(run) or 0.0)
     res = study_run("--profile", "full", "--only", "03")
     assert res.exit_code == 0, res.output
     assert [r.notebook for r in calls] == ["03_cnn_compare"] and "generating" not in res.output

@@ -103,3 +103,16 @@ def test_num_workers_rejects_other_values(value, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         CNNBaselineConfig.from_params({"num_workers": value})
+
+
+def test_a_wrong_list_item_is_named_with_its_position():
+    from fer_utils.study.config import AugmentationConfig
+
+    with pytest.raises(ConfigError, match=r"parameter 'seeds\[1\]' must be int, got str '2'"):
+        AugmentationConfig.from_params({"seeds": [1, "2"]})
+    with pytest.raises(ConfigError, match=r"parameter 'seeds' must be list, got int 3"):
+        AugmentationConfig.from_params({"seeds": 3})
+    from fer_utils.study.config import ClassImbalanceConfig
+
+    betas = ClassImbalanceConfig.from_params({"class_weight_betas": [1, 0.5]}).class_weight_betas
+    assert betas == [1.0, 0.5] and all(type(b) is float for b in betas)   # ints widen to float in lists too

@@ -32,8 +32,9 @@ from fer_utils.inference.faces import NOTICE_NO_FACE, crop_face
 from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.models.fusion import create_head
-from fer_utils.inference.predict import FusedPredictor, Predictor, list_bundles, save_bundle
+from fer_utils.models.heads.registry import create_head
+from fer_utils.inference.bundle import list_bundles, save_bundle
+from fer_utils.inference.predict import FusedPredictor, Predictor
 from fer_utils.options import Preprocessing
 from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.prompts import PROMPTS

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from browser import LOCAL_HOST, Watch, chromium
+from browser import LOCAL_HOST, Watch, chromium, journey
 
 from fer_utils.data import describe_dataset, load_dataset
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.inference.predict import save_bundle
+from fer_utils.inference.bundle import save_bundle
 from fer_utils.options import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def test_dashboard_in_a_real_browser(browser, dashboard, tmp_path, record_proper
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("These are my notes, not a photo.\n", encoding="utf-8")
     context, page, watch, response = open_dashboard(browser, dashboard)
-    try:
+    with journey(watch, context, page, shot, log=lambda: f"\nVoila's log:\n{tail(dashboard['log'])}"):
         html = response.text()
         assert response.status == 200
         linked = re.findall(r'<(?:link|script)\b[^>]*\b(?:href|src)="((?:https?:)?//[^"]+)"', html)
@@ -225,15 +225,4 @@ def test_dashboard_in_a_real_browser(browser, dashboard, tmp_path, record_proper
         gallery = loaded(page, ".fer-gallery img")
         assert gallery and all(gallery), gallery
         shot(page, "04-test-results")
-    except Exception:
-        print(f"\nVoila's log:\n{tail(dashboard['log'])}")
-        try:
-            shot(page, "99-failure")
-        except Exception as exc:  # the page may be gone: keep the test's own error
-            print(f"no failure screenshot: {exc}")
-        raise
-    finally:
-        context.close()
 
-    assert not watch.problems, "\n".join(watch.problems)
-    assert not watch.outside, f"requests to hosts other than {LOCAL_HOST}: {watch.outside}"

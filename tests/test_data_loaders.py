@@ -14,17 +14,9 @@ import torch
 from datafixtures import class_colour, make_fer2013, make_imagefolder, make_rafdb, pixel_text, rafdb_lines, write_image
 from PIL import Image
 
-from fer_utils.data import (
-    INDEX_COLUMNS,
-    BatchTransform,
-    FERDataset,
-    detect_format,
-    load_dataset,
-    load_fer2013,
-    load_imagefolder,
-    load_rafdb,
-    open_image,
-)
+from fer_utils.data import INDEX_COLUMNS, detect_format, load_dataset, load_fer2013, load_imagefolder, load_rafdb, open_image
+from fer_utils.data.dataset import FERDataset
+from fer_utils.data.tensor_transforms import BatchTransform
 from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, index_of
 from fer_utils.options import Preprocessing

@@ -9,15 +9,9 @@ import torch
 from datafixtures import RAFDB_TRAIN_COUNTS, make_rafdb
 from PIL import Image
 
-from fer_utils.data import (
-    BatchTransform,
-    build_batch_transforms,
-    image_transform,
-    load_rafdb,
-    make_datasets,
-    make_splits,
-    minority_classes,
-)
+from fer_utils.data import load_rafdb, make_splits
+from fer_utils.data.tensor_transforms import BatchTransform, image_transform
+from fer_utils.data.transforms import build_batch_transforms, make_datasets, minority_classes
 from fer_utils.errors import ConfigError
 from fer_utils.labels import index_of
 from fer_utils.options import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocessing

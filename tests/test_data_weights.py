@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from fer_utils.data import class_weights
+from fer_utils.data.weights import class_weights
 from fer_utils.options import CLASS_WEIGHTS
 from fer_utils.errors import ConfigError, DataError
 

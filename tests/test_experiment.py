@@ -9,7 +9,8 @@ from torch.utils.data import TensorDataset
 
 from fer_utils.study import experiment, runs
 from fer_utils.study.config import CNNBaselineConfig
-from fer_utils.inference.predict import Predictor, choose_bundle
+from fer_utils.inference.bundle import choose_bundle
+from fer_utils.inference.predict import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,19 @@ from captum.attr import LayerGradCam
 from PIL import Image
 
 from fer_utils.study import fusion_study
-from fer_utils.data import image_transform
+from fer_utils.data.tensor_transforms import image_transform
 from fer_utils.errors import ConfigError
 from fer_utils.inference.explain import CAM_LAYERS, GradCAM, TextContribution, cam_layer, gradcam, text_contribution
 from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
-from fer_utils.study.fusion import CONSTANT_CAPTION, fuse
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
 from fer_utils.models import create_model, list_models
-from fer_utils.models.fusion import create_head
-from fer_utils.inference.predict import FusedPredictor, Predictor, save_bundle
+from fer_utils.models.heads.registry import create_head, fuse
+from fer_utils.inference.bundle import save_bundle
+from fer_utils.inference.predict import FusedPredictor, Predictor
 from fer_utils.options import Preprocessing
 from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.postprocess import emotion_vote
-from fer_utils.vlm.prompts import PROMPTS
+from fer_utils.vlm.prompts import CONSTANT_CAPTION, PROMPTS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

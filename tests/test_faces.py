@@ -11,7 +11,7 @@ from matplotlib.cbook import get_sample_data
 from PIL import Image
 
 from fer_utils.inference import faces
-from fer_utils.errors import ConfigError
+from fer_utils.errors import ConfigError, DataError
 from fer_utils.inference.faces import NOTICE_ALIGNED, NOTICE_NO_FACE, FaceCrop, crop_face, detect_faces
 
 GRACE = get_sample_data("grace_hopper.jpg", asfileobj=False)   # 512 x 600 portrait, one face
@@ -140,9 +140,19 @@ def test_bad_arguments_are_config_errors(grace, kwargs):
 
 @pytest.mark.parametrize("image", [np.zeros((20, 20), dtype=np.float32), np.zeros((20, 20, 2), dtype=np.uint8),
                                    "photo.jpg"])
-def test_non_images_are_config_errors(image):
-    with pytest.raises(ConfigError, match="image"):
+def test_non_images_are_data_errors(image):
+    with pytest.raises(DataError, match="image"):
         detect_faces(image)
+
+
+def test_faces_decode_as_training_does(grace):
+    """One decoder (fer_utils.data.index.to_rgb): a 16-bit grey photo is searched, not refused."""
+    from fer_utils.data.index import to_rgb
+
+    grey16 = Image.fromarray(np.asarray(grace.convert("L"), dtype=np.uint16) * 257)
+    assert grey16.mode.startswith("I;16")
+    boxes = detect_faces(grey16)
+    assert len(boxes) == 1 and boxes == detect_faces(to_rgb(grey16, "grey16"))
 
 
 def test_a_missing_cascade_is_a_config_error_naming_it(grace, tmp_path, monkeypatch):

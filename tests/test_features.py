@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import FERDataset, eval_transform, file_sha256, fingerprint, image_transform, open_image
+from fer_utils.data import file_sha256, fingerprint, open_image
+from fer_utils.data.dataset import FERDataset
+from fer_utils.data.tensor_transforms import eval_transform, image_transform
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import DataError
 from fer_utils.cache import Cache

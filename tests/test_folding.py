@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_utils.data import make_datasets, make_splits
+from fer_utils.data import make_splits
+from fer_utils.data.transforms import make_datasets
 from fer_utils.models import create_model
 from fer_utils.models.folding import ReplicatedInputLinear, fold_replicated_linear
 from fer_utils.options import Preprocessing
@@ -142,7 +143,7 @@ def test_an_error_inside_fit_leaves_the_plain_model(vgg16):
     images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
 
     class Bad(torch.utils.data.Dataset):
-        from fer_utils.data import BatchTransform
+        from fer_utils.data.tensor_transforms import BatchTransform
         batch_transform = BatchTransform(Preprocessing.preset(32, "half"))
 
         def __len__(self):

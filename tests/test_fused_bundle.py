@@ -11,16 +11,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fer_utils.cli import main
-from fer_utils.data import image_transform
+from fer_utils.data.tensor_transforms import image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
-from fer_utils.inference.fused_bundle import (CNN_FOLDER, HEAD_FILE, captioner_record, encoder_record,
-                                    save_fused_bundle)
-from fer_utils.study.fusion import fuse
+from fer_utils.inference.bundle import CNN_FOLDER, HEAD_FILE
+from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import create_model
-from fer_utils.models.fusion import create_head
-from fer_utils.inference.predict import (FusedPredictor, Predictor, bundle_summary, choose_bundle, list_bundles,
-                               save_bundle)
+from fer_utils.models.heads.registry import create_head, fuse
+from fer_utils.inference.bundle import bundle_summary, choose_bundle, list_bundles, save_bundle
+from fer_utils.inference.predict import FusedPredictor, Predictor
 from fer_utils.options import Preprocessing
 from fer_utils.vlm import FaceImage, GenerationSettings, make_captioner, make_encoder
 from fer_utils.vlm.postprocess import emotion_vote, postprocess

@@ -1,6 +1,9 @@
-"""Fusion heads (fer_utils.models.fusion): shapes, the original heads reproduced exactly (flaws
+"""Fusion heads (fer_utils.models.heads): shapes, the original heads reproduced exactly (flaws
 included: their attention weight is always 1 and two of them ignore the caption), heads that learn
 from the caption only when it is paired with its image, and late fusion."""
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,17 +11,9 @@ import torch
 from torch import nn
 
 from fer_utils.errors import ConfigError
-from fer_utils.models.fusion import (
-    LateFusion,
-    attention_weights,
-    create_head,
-    describe_heads,
-    gate_values,
-    head_info,
-    input_dims,
-    list_heads,
-    temperature_scale,
-)
+from fer_utils.models.heads.fusion import attention_weights, gate_values
+from fer_utils.models.heads.late import LateFusion, temperature_scale
+from fer_utils.models.heads.registry import create_head, describe_heads, head_info, input_dims, list_heads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,6 +45,14 @@ def test_registry_has_the_study_heads():
         info = head_info(name)
         assert info.name == name and info.description
         assert info.needs_both == (name in ORIGINAL_ATTENTION or info.family == "fusion")
+
+
+def test_importing_the_registry_alone_registers_every_head():
+    """The package's __init__ imports the heads' modules; the heads import nothing of the study."""
+    code = ("import sys; from fer_utils.models.heads.registry import list_heads; "
+            f"assert list_heads() == {list_heads()!r}, list_heads(); "
+            "study = [m for m in sys.modules if m.startswith('fer_utils.study')]; assert not study, study")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.parametrize("name", list_heads())
@@ -102,7 +105,9 @@ def test_describe_heads():
 
 # ------------------------------------------------------------------------------------------------
 # The original heads, reproduced exactly: the original source, verbatim (the last definition of
-# each class, except MLP_BN: the trained dropout-0.2 version, see fer_utils.models.fusion.MLP_BN).
+# each class, except MLP_BN: the trained dropout-0.2 version, see fer_utils.models.heads.original.MLP_BN).
+# The MLP classes repeat each other: that is the original's code, kept verbatim as the independent
+# reference, not generated (a generated reference would share any mistake of the builder it checks).
 # ------------------------------------------------------------------------------------------------
 
 ORIGINAL_SOURCE = '''

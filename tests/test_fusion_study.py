@@ -8,6 +8,7 @@ import pytest
 
 from fer_utils.study import fusion, fusion_report
 from fer_utils.errors import ConfigError, DataError
+from fer_utils.models.heads.registry import fuse
 from fer_utils.training.stats import paired_bootstrap, paired_bootstrap_seeds
 from fer_utils.training.train import TrainConfig
 
@@ -15,14 +16,14 @@ from fer_utils.training.train import TrainConfig
 def test_fuse_normalises_as_the_original_or_per_modality():
     cnn = np.array([[3.0, 4.0], [0.0, 2.0]])
     text = np.array([[0.0, 10.0], [1.0, 0.0]])
-    concat = fusion.fuse(cnn, text, "fused", "concat_l2")
+    concat = fuse(cnn, text, "fused", "concat_l2")
     assert np.allclose(np.linalg.norm(concat, axis=1), 1)
     assert np.allclose(concat[0], np.array([3, 4, 0, 10]) / np.sqrt(125))      # the text dominates the norm
-    per = fusion.fuse(cnn, text, "fused", "modality_l2")
+    per = fuse(cnn, text, "fused", "modality_l2")
     assert np.allclose(per[0], [0.6, 0.8, 0.0, 1.0])                           # each modality at unit length
-    assert np.allclose(fusion.fuse(cnn, None, "cnn"), [[0.6, 0.8], [0.0, 1.0]])
+    assert np.allclose(fuse(cnn, None, "cnn"), [[0.6, 0.8], [0.0, 1.0]])
     with pytest.raises(ValueError, match="fusion norm"):
-        fusion.fuse(cnn, text, "fused", "l1")
+        fuse(cnn, text, "fused", "l1")
 
 
 def test_align_joins_by_id_and_names_missing_ids():
@@ -71,13 +72,12 @@ def test_fused_heads_gain_only_when_the_pairing_holds(constructed):
     tcfg = TrainConfig(epochs=15, patience=15, batch_size=32, lr=3e-3, device="cpu", amp=False)
     runs = []
     for seed in (1, 2):
-        runs.append(fusion.train_head("mlp1", fusion.fuse(fd.cnn, None, "cnn"), fd, 12, 0, seed, tcfg, inputs="cnn"))
-        runs.append(fusion.train_head("mlp1", fusion.fuse(fd.cnn, fd.text, "fused"), fd, 12, 7, seed, tcfg))
+        runs.append(fusion.train_head("mlp1", fuse(fd.cnn, None, "cnn"), fd, 12, 0, seed, tcfg, inputs="cnn"))
+        runs.append(fusion.train_head("mlp1", fuse(fd.cnn, fd.text, "fused"), fd, 12, 7, seed, tcfg))
         shuffled = fd.text[np.random.default_rng(seed).permutation(len(fd.text))]
-        runs.append(fusion.train_head("mlp1", fusion.fuse(fd.cnn, shuffled, "fused"), fd, 12, 7, seed, tcfg,
+        runs.append(fusion.train_head("mlp1", fuse(fd.cnn, shuffled, "fused"), fd, 12, 7, seed, tcfg,
                                       variant="control:shuffled"))
-        runs.append(fusion.train_head("original_attention", fusion.fuse(fd.cnn, fd.text, "fused"), fd, 12, 7, seed,
-                                      tcfg))
+        runs.append(fusion.train_head("original_attention", fuse(fd.cnn, fd.text, "fused"), fd, 12, 7, seed, tcfg))
     table = fusion.compare_to_cnn(runs, fd, n_bootstrap=200).set_index(["variant", "head"])
     real = table.loc[("main", "mlp1")]
     assert real["reference"] == "mlp1" and real["seeds"] == 2

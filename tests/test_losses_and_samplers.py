@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from fer_utils.study.ablation_study import treatment_params, with_treatment
 from fer_utils.study.config import AugmentationConfig, ClassImbalanceConfig, CNNBaselineConfig
-from fer_utils.data import class_weights
+from fer_utils.data.weights import class_weights
 from fer_utils.errors import ConfigError
 from fer_utils.study.experiment import training_config
 from fer_utils.models.runtime import balanced_sampler, dataset_labels, make_loader

@@ -6,11 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_utils.data import BatchTransform, image_transform
+from fer_utils.data.tensor_transforms import BatchTransform, image_transform
 from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO
 from fer_utils.models import create_model
-from fer_utils.inference.predict import Predictor, bundle_summary, choose_bundle, list_bundles, save_bundle
+from fer_utils.inference.bundle import bundle_summary, choose_bundle, list_bundles, save_bundle
+from fer_utils.inference.predict import Predictor
 from fer_utils.options import Preprocessing
 
 PREPROCESSING = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -161,7 +162,8 @@ def test_bundles_without_a_validation_score_or_weights_are_skipped_with_a_reason
 
 def test_predictor_on_files_matches_evaluation_on_the_test_split(tmp_path, synthetic_rafdb):
     """The one inference path decodes and preprocesses images exactly as training/evaluation do."""
-    from fer_utils.data import load_dataset, make_datasets
+    from fer_utils.data import load_dataset
+    from fer_utils.data.transforms import make_datasets
     from fer_utils.training.evaluate import predict_proba
 
     torch.manual_seed(1)

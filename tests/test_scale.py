@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from fer_utils.cli import main
 from fer_utils.data import load_dataset
 from fer_utils.training.features import CACHE_NAMESPACE as FEATURES
-from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
-from fer_utils.vlm.pipeline import CAPTION_NAMESPACE, EMBEDDING_NAMESPACE, caption_index, embed_texts
+from fer_utils.vlm import GenerationSettings, make_captioner
+from fer_utils.vlm.pipeline import CAPTION_NAMESPACE, EMBEDDING_NAMESPACE, caption_index
 from fer_utils.vlm.prompts import PROMPTS
 
 SETTINGS = GenerationSettings(max_new_tokens=6, batch_size=8)
@@ -212,7 +212,8 @@ def test_fer_features_from_a_bundle_then_from_the_cache(synthetic_rafdb, tmp_pat
 
     from fer_utils.training.features import extract_features
     from fer_utils.models import create_model
-    from fer_utils.inference.predict import Predictor, save_bundle
+    from fer_utils.inference.bundle import save_bundle
+    from fer_utils.inference.predict import Predictor
     from fer_utils.options import Preprocessing
 
     torch.manual_seed(0)

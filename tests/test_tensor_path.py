@@ -13,7 +13,9 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import fer_utils.data.decoded as decoded_module
-from fer_utils.data import BatchTransform, FERDataset, decoded_images, load_fer2013, load_rafdb, open_image
+from fer_utils.data import decoded_images, load_fer2013, load_rafdb, open_image
+from fer_utils.data.dataset import FERDataset
+from fer_utils.data.tensor_transforms import BatchTransform
 from fer_utils.data.tensor_transforms import RRC_RATIO, image_transform, rrc_boxes
 from fer_utils.errors import ConfigError
 from fer_utils.options import Preprocessing

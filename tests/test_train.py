@@ -10,7 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from fer_utils.data import BatchTransform, FERDataset, make_datasets, make_splits
+from fer_utils.data import make_splits
+from fer_utils.data.dataset import FERDataset
+from fer_utils.data.tensor_transforms import BatchTransform
+from fer_utils.data.transforms import make_datasets
 from fer_utils.errors import ConfigError
 from fer_utils.models import create_model
 from fer_utils.options import Preprocessing

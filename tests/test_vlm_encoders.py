@@ -136,14 +136,19 @@ def test_hf_clip_without_cached_weights_raises_with_id_hf_home_and_command():
     assert "random weights" in message
 
 
-def test_open_clip_without_cached_weights_fails_fast():
+@pytest.mark.parametrize("tower", ["OpenCLIPTextEncoder", "OpenCLIPImageEncoder"])
+def test_open_clip_without_cached_weights_fails_fast(tower):
+    from fer_utils.vlm import image_encoders
+
+    encoder_class = getattr(E, tower, None) or getattr(image_encoders, tower)
     start = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as info:
-        E.OpenCLIPTextEncoder("ViT-L-14", "openai", device="cpu")
+        encoder_class("ViT-L-14", "openai", device="cpu")
     assert time.perf_counter() - start < 5, "must not wait for the network"
     message = str(info.value)
     assert "ViT-L-14" in message and "'openai'" in message and os.environ["HF_HOME"] in message
     assert "hf download timm/vit_large_patch14_clip_224.openai" in message
+    assert f"{tower}(" in message   # the class that can download them is the one named
 
 
 def test_open_clip_unknown_tag_is_a_config_error():

@@ -22,7 +22,7 @@ from PIL import Image
 from fer_utils.cli import main
 from fer_utils.labels import EMOTIONS, KOREAN
 from fer_utils.models import create_model
-from fer_utils.inference.predict import save_bundle
+from fer_utils.inference.bundle import save_bundle
 from fer_utils.options import Preprocessing
 from fer_utils.web import create_app
 from fer_utils.web.extensions import db, limiter
@@ -792,7 +792,7 @@ def test_every_message_of_the_site_has_a_korean_translation():
     method_map = [("**.py", "python"), ("**/templates/**.html", "jinja2")]
     keywords = {"_": None, "gettext": None, "_l": None, "_n": None, "lazy_gettext": None, "ngettext": (1, 2)}
     found = {message for *_, message, _, _ in extract_from_dir(str(root), method_map, keywords=keywords)}
-    with (root.parent / "uploads.py").open("rb") as handle:  # the upload checks the site shares
+    with (root.parent / "inference" / "uploads.py").open("rb") as handle:  # the upload checks the site shares
         found |= {message for _, _, message, _ in extract_python(handle, keywords, [], {})}
     assert len(found) > 80 and any(isinstance(m, tuple) for m in found)
     assert "%(name)s is empty" in found
@@ -876,7 +876,7 @@ def test_a_fused_bundle_shows_its_caption_and_vlm_vote(tmp_path, bundle):
     """A fused bundle (the real tiny BLIP-2 and tiny CLIP built in code, a gated head): the result
     page and the API give the caption the head read and the emotion it names."""
     from fer_utils.inference.fused_bundle import captioner_record, encoder_record, save_fused_bundle
-    from fer_utils.models.fusion import create_head
+    from fer_utils.models.heads.registry import create_head
     from fer_utils.vlm import GenerationSettings, make_captioner, make_encoder
     from fer_utils.vlm.prompts import PROMPTS
 

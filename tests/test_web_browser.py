@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from browser import LOCAL_HOST, Watch, chromium
+from browser import LOCAL_HOST, Watch, chromium, journey
 
 from fer_utils.labels import EMOTIONS, KOREAN
 from fer_utils.models import create_model
-from fer_utils.inference.predict import save_bundle
+from fer_utils.inference.bundle import save_bundle
 from fer_utils.options import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def test_user_journey_in_a_real_browser(browser, site):  # browser first: a skip
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     watch = Watch(context, page)
-    try:
+    with journey(watch, context, page, shot):
         # Register: a mismatched confirmation is refused (400, shown in the form), then it works.
         watch.expected_statuses["/register"] = 400
         page.goto(f"{base}/register")
@@ -204,14 +204,4 @@ def test_user_journey_in_a_real_browser(browser, site):  # browser first: a skip
             db.session.remove()
         assert not list(uploads.glob(f"{file_id}*"))
         assert not [p for p in uploads.iterdir() if p.is_file()]
-    except Exception:
-        try:
-            shot(page, "99-failure")
-        except Exception as exc:  # the page may be gone: keep the test's own error
-            print(f"no failure screenshot: {exc}")
-        raise
-    finally:
-        context.close()
 
-    assert not watch.problems, "\n".join(watch.problems)
-    assert not watch.outside, f"requests to hosts other than {LOCAL_HOST}: {watch.outside}"

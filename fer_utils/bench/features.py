@@ -34,7 +34,8 @@ def measure_features(model: str = "densenet121", device: str = "auto", n: int = 
     the ratios b/a and b/c (see the module's description)."""
     import torch
 
-    from fer_utils.data import image_transform, load_dataset, open_image
+    from fer_utils.data import load_dataset, open_image
+    from fer_utils.data.tensor_transforms import image_transform
     from fer_utils.training.features import extract_features
     from fer_utils.models import create_model, model_info
     from fer_utils.models.runtime import autocast, resolve_device

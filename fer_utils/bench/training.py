@@ -1,8 +1,8 @@
 """Training throughput: :func:`fer_utils.training.train.fit` on images through the project's data sets vs
 the same train step on tensors made beforehand (the "no data loading" limit).
 
-:func:`measure_training` builds train and validation :class:`~fer_utils.data.FERDataset` s with
-:func:`fer_utils.data.make_datasets` (from ``data`` via :func:`~fer_utils.data.load_dataset`, or
+:func:`measure_training` builds train and validation :class:`~fer_utils.data.dataset.FERDataset` s with
+:func:`fer_utils.data.transforms.make_datasets` (from ``data`` via :func:`~fer_utils.data.load_dataset`, or
 from synthetic JPEGs written to a temporary folder), runs ``fit`` for ``epochs`` epochs and takes
 the fastest epoch's training images per second (the epoch time includes the small validation
 pass, ``val_n`` images, and every DataLoader cost: decoding, resizing, augmentation, collation).
@@ -31,11 +31,12 @@ def measure_training(model: str = "densenet121", device: str = "auto", n: int = 
     import pandas as pd
     import torch
 
-    from fer_utils.data import load_dataset, make_datasets
+    from fer_utils.data import load_dataset
+    from fer_utils.data.transforms import make_datasets
     from fer_utils.models import create_model, model_info
     from fer_utils.models.runtime import autocast, amp_dtype, resolve_device
     from fer_utils.training.repro import seed_everything
-    from fer_utils.training.train import TrainConfig, _optimizer, compiled, fit, fold_for_training, training_loss
+    from fer_utils.training.train import TrainConfig, make_optimizer, compiled, fit, fold_for_training, training_loss
 
     device = resolve_device(device)
     preprocessing = model_info(model).preprocessing.with_size(image_size)
@@ -69,7 +70,7 @@ def measure_training(model: str = "densenet121", device: str = "auto", n: int = 
         fold_for_training(net, config, image_size)  # as fit does (VGG below 64 px): the same step
         use_amp = amp and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
-        optimizer = _optimizer(net, config)
+        optimizer = make_optimizer(net, config)
         step_net = compiled(net, torch_compile)  # as fit compiles its training step
         graphs = torch_compile == "reduce-overhead" and device.type == "cuda"
         loss_fn = training_loss(config)

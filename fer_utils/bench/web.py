@@ -59,16 +59,9 @@ def default_image() -> Path:
 def default_bundles() -> list[Path]:
     """The best CNN and the best fused bundle trained on the project's synthetic data set.
     Raises :class:`~fer_utils.errors.FERError` when the project has none (run the study first)."""
-    from fer_utils.data import describe_dataset, load_dataset
-    from fer_utils.errors import DataError
-    from fer_utils.paths import project_paths
-    from fer_utils.inference.predict import choose_bundle
+    from fer_utils.inference.bundle import default_bundle
 
-    paths = project_paths()
-    if not paths.synthetic.exists():
-        raise DataError(f"{paths.synthetic} does not exist: run the study (or name bundles) to time the site")
-    fingerprint = describe_dataset(paths.synthetic, load_dataset(paths.synthetic))["fingerprint"]
-    return [Path(choose_bundle(paths.bundles, fingerprint, kind=kind)["path"]) for kind in ("cnn", "fused")]
+    return [default_bundle(kind=kind) for kind in ("cnn", "fused")]
 
 
 def stats(latencies_s: list[float], wall_s: float) -> dict:
@@ -308,7 +301,7 @@ def measure_bundle(bundle: Path, image_path: Path, requests: int = 200, seconds:
     """(a) and (b) of the module's description for one bundle."""
     from PIL import Image
 
-    from fer_utils.inference.predict import bundle_summary
+    from fer_utils.inference.bundle import bundle_summary
 
     data = Path(image_path).read_bytes()
     with Image.open(image_path) as opened:

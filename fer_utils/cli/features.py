@@ -57,7 +57,8 @@ def features_cmd(**opts):
     import numpy as np
 
     from fer_utils.cache import Cache
-    from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, extract_features, feature_keys
+    from fer_utils.training.features import (CACHE_FORMAT, CACHE_NAMESPACE, extract_features, feature_keys,
+                                             feature_layer, is_feature_row)
     from fer_utils.models.runtime import amp_dtype, resolve_device
     from fer_utils.inference.scale import CNNSpec
     from fer_utils.vlm.pipeline import Throughput
@@ -89,15 +90,15 @@ def features_cmd(**opts):
             model, preprocessing = spec.build()
             cache = Cache(cache_dir, CACHE_NAMESPACE, CACHE_FORMAT)
             precision = str(amp_dtype(resolve_device(opts["device"]))) if opts["amp"] else "float32"
-            keys = feature_keys(cache, part, model, preprocessing, _feature_fn(model)[0], precision)
-            hits = {key for key, row in zip(keys, cache.get_arrays(keys)) if row is not None}
+            keys = feature_keys(cache, part, model, preprocessing, feature_layer(model)[0], precision)
+            _, todo = cache.lookup_arrays(keys, is_feature_row)
             start = time.perf_counter()
             ids, features = extract_features(model, part, preprocessing, batch_size=opts["batch_size"],
                                              num_workers=workers, device=opts["device"], cache_dir=cache_dir,
                                              amp=opts["amp"])
             distinct = len(set(keys))
-            throughput = Throughput(len(part), len(hits), distinct - len(hits),
-                                    time.perf_counter() - start if distinct > len(hits) else 0.0, distinct)
+            throughput = Throughput(len(part), distinct - len(todo), len(todo),
+                                    time.perf_counter() - start if todo else 0.0, distinct)
     if opts["out"] is not None:
         np.savez(opts["out"], ids=np.asarray(ids, dtype=str), features=features)
     click.echo(f"features ({name}, {features.shape[1]}-d): {throughput.summary('images')}", err=True)

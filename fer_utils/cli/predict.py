@@ -47,21 +47,18 @@ def predict_cmd(images, bundle, data_path, device, crop):
     answered; 1 some image failed; 2 no answer at all (unusable bundle, bad option).
     """
     folders = project() if bundle is None else None   # before the imports: no project folder is said at once
-    from fer_utils.inference.predict import Predictor, choose_bundle
+    from fer_utils.inference.bundle import default_bundle
+    from fer_utils.inference.predict import Predictor
 
     if bundle is None:
-        from fer_utils.data import describe_dataset, load_dataset
-
         if data_path is None and not folders.synthetic.exists():
             raise click.UsageError(f"no --bundle given, and the default data set {folders.synthetic} does not "
                                    "exist (so no bundle is trained on it): run `make study`, or pass --bundle DIR "
                                    "or --data PATH (the data set a bundle under data/runs was trained on)")
-        data_path = data_path or folders.synthetic
-        if not data_path.exists():
+        if data_path is not None and not data_path.exists():
             raise click.BadParameter(f"{data_path} does not exist: name a bundle or the data set it was "
                                      "trained on", param_hint="--data")
-        record = describe_dataset(data_path, load_dataset(data_path))
-        bundle = choose_bundle(folders.bundles, record["fingerprint"])["path"]
+        bundle = default_bundle(data_path)
     predictor = Predictor.from_bundle(bundle, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

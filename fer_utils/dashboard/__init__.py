@@ -68,9 +68,9 @@ def bundle_choices(settings: Settings) -> tuple[list[BundleChoice], str | None, 
     """``(choices, preselected path, message)``. Choices: every servable bundle under
     ``settings.bundles``, best validation macro F1 first, plus ``settings.bundle`` when named.
     Preselected: the named bundle, else the validation-best among those trained on
-    ``settings.data`` (:func:`~fer_utils.inference.predict.choose_bundle`), else the validation-best of all
+    ``settings.data`` (:func:`~fer_utils.inference.bundle.choose_bundle`), else the validation-best of all
     (the message says so). No bundle at all: no choices and a message with the command that makes one."""
-    from fer_utils.inference.predict import bundle_summary, choose_bundle, list_bundles
+    from fer_utils.inference.bundle import bundle_summary, default_bundle, list_bundles
 
     servable, skipped = list_bundles(settings.bundles)
     if settings.bundle is not None:
@@ -87,10 +87,7 @@ def bundle_choices(settings: Settings) -> tuple[list[BundleChoice], str | None, 
         return choices, named["path"], None
     message = None
     try:
-        from fer_utils.data import describe_dataset, load_dataset
-
-        fingerprint = describe_dataset(settings.data, load_dataset(settings.data))["fingerprint"]
-        best = choose_bundle(settings.bundles, fingerprint)["path"]
+        best = str(default_bundle(settings.data, root=settings.bundles))
     except (FERError, OSError) as exc:
         best = servable[0]["path"]
         message = f"No bundle trained on {settings.data} ({exc}); preselected the best validation score of all."

@@ -9,7 +9,7 @@ decoded), into one array at a common *store size*:
 * the images' own size when they all share one (RAF-DB aligned: 100 x 100; FER2013: 48 x 48),
   so nothing is resampled before the tensor path (:mod:`fer_utils.data.tensor_transforms`);
 * otherwise ``store_size`` x ``store_size``, each image resized once with PIL's antialiased
-  bilinear filter (what ``Resize((size, size))`` on PIL images did); :func:`fer_utils.data.make_datasets`
+  bilinear filter (what ``Resize((size, size))`` on PIL images did); :func:`fer_utils.data.transforms.make_datasets`
   passes the model's input size, so a mixed-size data set gets exactly one PIL resize, as before.
 
 With a cache root the array is a ``.npy`` entry of :class:`~fer_utils.cache.Cache` (namespace

@@ -8,7 +8,7 @@
   looking. Nothing here judges whether the model deserves trust; its test scores do.
 * :func:`text_contribution` — for a fused bundle's :class:`~fer_utils.inference.predict.FusedPredictor`: the
   probabilities with the image's own caption against those with the caption replaced by the fusion
-  study's constant caption (:data:`fer_utils.study.fusion.CONSTANT_CAPTION`, the sentence of its
+  study's constant caption (:data:`fer_utils.vlm.prompts.CONSTANT_CAPTION`, the sentence of its
   constant-caption control), the CNN features and everything else unchanged. A small difference
   means the caption hardly moved this answer.
 
@@ -33,10 +33,10 @@ from torch import nn
 
 from fer_utils.data.index import to_rgb
 from fer_utils.errors import ConfigError, DataError
-from fer_utils.study.fusion import CONSTANT_CAPTION
 from fer_utils.models.registry import list_models
 from fer_utils.models.runtime import batched_forward
 from fer_utils.inference.predict import FusedPredictor, Predictor
+from fer_utils.vlm.prompts import CONSTANT_CAPTION
 
 __all__ = ["CAM_LAYERS", "GradCAM", "TextContribution", "cam_layer", "gradcam", "text_contribution"]
 
@@ -219,7 +219,7 @@ class TextContribution:
 
 def text_contribution(predictor: FusedPredictor, image: Image.Image | np.ndarray) -> TextContribution:
     """The fused bundle's answer for one (face-cropped) image with its own caption and with the
-    caption replaced by :data:`fer_utils.study.fusion.CONSTANT_CAPTION` (the fusion study's
+    caption replaced by :data:`fer_utils.vlm.prompts.CONSTANT_CAPTION` (the fusion study's
     constant-caption control sentence), through the same CNN features, encoder, fusion and head
     (:meth:`~fer_utils.inference.predict.FusedPredictor.fused_probabilities`). The probabilities with the
     caption are exactly :meth:`~fer_utils.inference.predict.Predictor.predict_labeled`'s for the image.

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from fer_utils.data.index import to_rgb
 from fer_utils.errors import ConfigError
 
 DETECTOR = "opencv-haar-frontalface-default"
@@ -48,8 +49,6 @@ SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 5
 """Overlapping hits needed to report a face: higher than OpenCV's default 3 to keep false
 detections (in noise, hair, fabric) out, since a false face crop is worse than no crop."""
-NEUTRAL_GREY = (128, 128, 128)
-"""Background transparent pixels are put on (as :func:`fer_utils.data.index.to_rgb` does)."""
 
 NOTICE_NO_FACE = "no face found: the whole image was used"
 NOTICE_ALIGNED = "the face already fills the image: the whole image was used"
@@ -127,24 +126,6 @@ def _classifier() -> cv2.CascadeClassifier:
     return classifier
 
 
-def _rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """``image`` as an 8-bit RGB PIL image. Arrays must be uint8 grey, RGB or RGBA; transparency is
-    put on :data:`NEUTRAL_GREY` (as training's decoding does, rather than showing the hidden colour)."""
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-            raise ConfigError(f"image array must be uint8 H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), "
-                              f"got {image.dtype} {image.shape}")
-        image = Image.fromarray(image)
-    elif not isinstance(image, Image.Image):
-        raise ConfigError(f"image must be a PIL image or a uint8 array, got a {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        background = Image.new("RGBA", image.size, (*NEUTRAL_GREY, 255))
-        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
-
-
 def detect_faces(image: Image.Image | np.ndarray) -> list[Box]:
     """Boxes ``(x, y, w, h)`` of the faces in ``image`` (PIL image, or uint8 array: grey, RGB or
     RGBA), in its own pixel coordinates, largest first (ties: top-left first, so the order is
@@ -154,10 +135,11 @@ def detect_faces(image: Image.Image | np.ndarray) -> list[Box]:
     (detection time grows with the pixel count; faces worth reading stay well above the cascade's
     window), and the boxes are mapped back. Faces smaller than :data:`MIN_FACE_FRACTION` of the
     short side (or :data:`MIN_FACE_PIXELS`) are not searched for. Safe to call from several
-    threads at once. Raises :class:`ConfigError` when the cascade cannot be loaded or the input
-    is not an image.
+    threads at once. Raises :class:`ConfigError` when the cascade cannot be loaded, and
+    :class:`~fer_utils.errors.DataError` when the input is not an image (decoded by
+    :func:`~fer_utils.data.index.to_rgb`, the package's one decoder, as training decodes).
     """
-    rgb = _rgb(image)
+    rgb = to_rgb(image, "image")
     width, height = rgb.size
     scale = min(1.0, DETECTION_MAX_SIDE / max(width, height))
     grey = np.asarray(rgb.convert("L"))
@@ -201,11 +183,12 @@ def crop_face(image: Image.Image | np.ndarray, margin: float = 0.25, aligned_fra
       only shrunk to the image's short side when it is larger than that.
 
     Raises :class:`ConfigError` on a negative or non-finite ``margin``, a non-positive
-    ``aligned_fraction``, a non-image, or a cascade that cannot be loaded.
+    ``aligned_fraction`` or a cascade that cannot be loaded; :class:`~fer_utils.errors.DataError`
+    on a non-image.
     """
     margin = _check_number("margin", margin, 0.0, low_inclusive=True)
     aligned_fraction = _check_number("aligned_fraction", aligned_fraction, 0.0, low_inclusive=False)
-    rgb = _rgb(image)
+    rgb = to_rgb(image, "image")
     boxes = detect_faces(rgb)
     if not boxes:
         return FaceCrop(rgb, None, None, DETECTOR, 0)

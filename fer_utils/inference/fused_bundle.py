@@ -1,16 +1,9 @@
 """Fused model bundles: a CNN, a captioner, a text encoder and a fusion head, served as one model.
 
-A fused bundle is a self-contained folder (it archives and moves as one)::
-
-    bundle.json         "kind": "fused", format_version, labels / labels_ko (as CNN bundles), what
-                        rebuilds the captioner and the text encoder (name, arguments and the
-                        identity they must have), the prompt, the generation settings, whether
-                        captions were post-processed, the head (name, widths, fusion norm), metrics,
-                        data record, provenance, weights_sha256 of head.safetensors
-    head.safetensors    the fusion head's state dict
-    cnn/                a copy of the CNN bundle whose penultimate features the head was trained on
-                        (its own bundle.json and model.safetensors; bundle.json records the copy's
-                        manifest sha256 and architecture)
+A fused bundle is a self-contained folder (it archives and moves as one): ``bundle.json``,
+``head.safetensors`` and ``cnn/``, a copy of the CNN bundle whose penultimate features the head was
+trained on. The format, and reading and checking it, are :mod:`fer_utils.inference.bundle`'s; this
+module writes one (:func:`save_fused_bundle`).
 
 Only captioners that can caption a new image can be served: ``blip2`` (weights from the local
 Hugging Face cache) and ``tiny_blip2`` (random weights from a seed: real code paths, meaningless
@@ -25,13 +18,12 @@ download command): random weights never stand in.
 
 :func:`save_fused_bundle` writes one; :meth:`fer_utils.inference.predict.Predictor.from_bundle` loads it as a
 :class:`fer_utils.inference.predict.FusedPredictor` (image → CNN features, caption → embedding → fuse →
-head); :func:`fer_utils.inference.predict.bundle_summary`, ``list_bundles`` and ``choose_bundle`` treat it
+head); :func:`fer_utils.inference.bundle.bundle_summary`, ``list_bundles`` and ``choose_bundle`` treat it
 like a CNN bundle.
 """
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -44,56 +36,17 @@ from torch import nn
 
 from fer_utils.cache import atomic_write
 from fer_utils.data import file_sha256
-from fer_utils.errors import ConfigError, DataError, WeightsNotFoundError
+from fer_utils.errors import ConfigError, DataError
 from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
-from fer_utils.options import CAPTIONERS, FUSION_NORMS, TEXT_ENCODERS
-from fer_utils.inference.predict import BUNDLE_FORMAT, BUNDLE_JSON, WEIGHTS_FILE, _check_labels, _read_manifest
-from fer_utils.vlm.base import GenerationSettings
+from fer_utils.options import FUSION_NORMS, TEXT_ENCODERS
+from fer_utils.inference.bundle import (BUNDLE_FORMAT, BUNDLE_JSON, CNN_FOLDER, FUSED_KIND, HEAD_FILE, WEIGHTS_FILE,
+                                        read_manifest, refuse_unservable, verify_weights)
+from fer_utils.vlm.base import GenerationSettings, factory_arguments
 
-FUSED_KIND = "fused"
-HEAD_FILE = "head.safetensors"
-CNN_FOLDER = "cnn"
-"""The sub-folder holding the copy of the CNN bundle."""
-
-SERVABLE_CAPTIONERS: tuple[str, ...] = ("blip2", "tiny_blip2")
-"""Captioners that can caption a new image. ``simulated`` (reads the label) and ``precomputed``
-(looks the image id up in a file) cannot."""
 
 CAPTIONER_KEYS: tuple[str, ...] = ("name", "model_id", "revision", "seed", "dtype", "identity")
 """Keys of a bundle's ``captioner`` record: ``make_captioner``'s arguments (besides the device,
 chosen when loading) and the identity the rebuilt captioner must have."""
-
-FUSED_REQUIRED_KEYS: tuple[str, ...] = ("kind", "num_classes", "labels", "labels_ko", "cnn", "captioner", "prompt",
-                                        "generation", "postprocess", "encoder", "head", "weights_sha256")
-"""Keys of a fused ``bundle.json`` besides ``format_version``; metrics, data and provenance are optional."""
-
-
-def is_servable_captioner(name: str) -> bool:
-    """Whether a fused model whose captions came from captioner ``name`` can be served (see the module docstring)."""
-    return name in SERVABLE_CAPTIONERS
-
-
-def _refuse_unservable(name: Any, error: type[Exception], where: str) -> None:
-    if name in ("simulated", "precomputed"):
-        why = ("its captions are drawn from the true label" if name == "simulated"
-               else "it only looks captions up by image id in a file")
-        raise error(f"{where}captioner {name!r} cannot caption a new image ({why}): a fused model trained on its "
-                    f"captions makes a fine experiment but cannot be served; use {' or '.join(SERVABLE_CAPTIONERS)}")
-    if name not in SERVABLE_CAPTIONERS:
-        raise error(f"{where}captioner {name!r} is not one a fused bundle can hold; known captioners: "
-                    f"{', '.join(CAPTIONERS)}, servable: {', '.join(SERVABLE_CAPTIONERS)}")
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists): what identities are compared as."""
-    return json.loads(json.dumps(value, allow_nan=False))
-
-
-def _encoder_arguments(name: str) -> list[str]:
-    from fer_utils.vlm.encoders import ENCODERS
-
-    factory = ENCODERS[name]
-    return [p for p in inspect.signature(factory).parameters if p not in ("self", "cls", "device")]
 
 
 def captioner_record(name: str, captioner, *, model_id: str = "", revision: str = "", seed: int = 0,
@@ -119,7 +72,7 @@ def _captioner_entry(captioner: Mapping, settings: GenerationSettings) -> dict:
         raise ConfigError(f"captioner must be a dict (name, model_id, revision, seed, identity), got "
                           f"{type(captioner).__name__}")
     name = captioner.get("name")
-    _refuse_unservable(name, ConfigError, "fused bundle: ")
+    refuse_unservable(name, ConfigError, "fused bundle: ")
     unknown = sorted(set(captioner) - set(CAPTIONER_KEYS))
     if unknown:
         raise ConfigError(f"captioner record has unknown key(s) {', '.join(unknown)}; it takes "
@@ -150,7 +103,9 @@ def _encoder_entry(encoder: Mapping) -> dict:
         raise ConfigError(f"text encoder {name!r}: the record needs the encoder's identity (encoder.identity), "
                           "which loading checks the rebuilt encoder against")
     kwargs = {k: v for k, v in encoder.items() if k not in ("name", "identity")}
-    accepted = _encoder_arguments(name)
+    from fer_utils.vlm.encoders import ENCODERS
+
+    accepted = [p for p in factory_arguments(ENCODERS[name]) if p != "device"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(f"text encoder {name!r} record has argument(s) {', '.join(unknown)} it does not take "
@@ -173,13 +128,13 @@ def save_fused_bundle(path: str | os.PathLike, *, cnn_bundle: str | os.PathLike,
     captions were made. ``encoder``: ``{"name", its arguments (e.g. model_id), "identity"}``
     (:func:`encoder_record`). ``head``: the trained ``create_head(head_name, cnn_dim, text_dim,
     **head_kwargs)`` on ``fuse(cnn, text, "fused", fusion_norm)``. ``metrics`` should hold
-    ``val_macro_f1`` (what :func:`~fer_utils.inference.predict.choose_bundle` ranks by); ``data`` is the
+    ``val_macro_f1`` (what :func:`~fer_utils.inference.bundle.choose_bundle` ranks by); ``data`` is the
     training data's record, the data the CNN bundle was trained on.
 
     Everything is checked before anything is written; files are written atomically, the CNN copy
     and the head first and ``bundle.json`` last, so an error leaves an existing bundle untouched.
     """
-    from fer_utils.models.fusion import create_head, list_heads
+    from fer_utils.models.heads.registry import create_head, list_heads
     from fer_utils.models.registry import model_info
 
     if not isinstance(settings, GenerationSettings):
@@ -205,17 +160,12 @@ def save_fused_bundle(path: str | os.PathLike, *, cnn_bundle: str | os.PathLike,
     if folder.resolve() == source.resolve():
         raise ConfigError(f"{folder}: a fused bundle cannot be written into the CNN bundle it copies")
     try:
-        cnn_manifest = _read_manifest(source / BUNDLE_JSON)
+        cnn_manifest = read_manifest(source / BUNDLE_JSON)
     except DataError as exc:
         raise ConfigError(f"cnn_bundle {source} is not a usable CNN bundle: {exc}") from None
     if cnn_manifest.get("kind", "cnn") != "cnn":
         raise ConfigError(f"cnn_bundle {source} is a {cnn_manifest['kind']} bundle, not a CNN bundle")
-    cnn_weights = source / WEIGHTS_FILE
-    if not cnn_weights.is_file():
-        raise WeightsNotFoundError(f"{cnn_weights}: model weights missing from the CNN bundle")
-    if file_sha256(cnn_weights) != cnn_manifest["weights_sha256"]:
-        raise DataError(f"{cnn_weights}: contents do not match the weights_sha256 recorded in "
-                        f"{source / BUNDLE_JSON} (replaced or half-written bundle)")
+    cnn_weights = verify_weights(source / WEIGHTS_FILE, cnn_manifest["weights_sha256"], source / BUNDLE_JSON)
     arch = cnn_manifest["architecture"]
     feature_dim = model_info(arch).feature_dim
     if cnn_dim != feature_dim:
@@ -277,102 +227,5 @@ def save_fused_bundle(path: str | os.PathLike, *, cnn_bundle: str | os.PathLike,
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _need(file: Path, value: Any, ok: bool, what: str) -> Any:
-    if not ok:
-        raise DataError(f"{file}: {what}, got {value!r}")
-    return value
 
-
-def check_fused_manifest(file: Path, manifest: dict) -> dict:
-    """The checked manifest of a fused ``bundle.json`` (``file``), parsed from JSON; DataError naming
-    ``file`` (or the copied CNN bundle's file) when unusable. Adds ``manifest["cnn"]["manifest"]``:
-    the checked manifest of the copied CNN bundle."""
-    from fer_utils.models.fusion import list_heads
-    from fer_utils.models.registry import model_info
-
-    missing = [k for k in FUSED_REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise DataError(f"{file}: missing key(s) {', '.join(missing)}")
-    n = manifest["num_classes"]
-    if type(n) is not int or n != NUM_CLASSES:
-        raise DataError(f"{file}: num_classes {n!r} is not {NUM_CLASSES}")
-    _check_labels(file, manifest)
-
-    cnn = manifest["cnn"]
-    _need(file, cnn, isinstance(cnn, dict) and isinstance(cnn.get("path"), str)
-          and isinstance(cnn.get("manifest_sha256"), str), "cnn must be {path, architecture, manifest_sha256, ...}")
-    relative = Path(cnn["path"])
-    _need(file, cnn["path"], bool(cnn["path"]) and not relative.is_absolute() and ".." not in relative.parts,
-          "cnn.path must be a sub-folder of the bundle")
-    inner = file.parent / relative
-    inner_json = inner / BUNDLE_JSON
-    if not inner_json.is_file():
-        raise WeightsNotFoundError(f"{inner_json}: the fused bundle's copy of its CNN bundle is missing "
-                                   f"(named in {file})")
-    if hashlib.sha256(inner_json.read_bytes()).hexdigest() != cnn["manifest_sha256"]:
-        raise DataError(f"{inner_json}: contents do not match the cnn.manifest_sha256 recorded in {file} "
-                        "(the CNN copy was replaced or edited)")
-    inner_manifest = _read_manifest(inner_json)
-    if inner_manifest.get("kind", "cnn") != "cnn":
-        raise DataError(f"{inner_json}: the fused bundle's CNN copy is a {inner_manifest['kind']!r} bundle")
-    arch = inner_manifest["architecture"]
-    if cnn.get("architecture", arch) != arch:
-        raise DataError(f"{file}: cnn.architecture {cnn.get('architecture')!r} is not the copied bundle's {arch!r}")
-    cnn["manifest"] = inner_manifest
-
-    captioner = manifest["captioner"]
-    _need(file, captioner, isinstance(captioner, dict), "captioner must be an object")
-    _refuse_unservable(captioner.get("name"), DataError, f"{file}: ")
-    _need(file, captioner.get("identity"), isinstance(captioner.get("identity"), dict),
-          "captioner.identity must be an object")
-    for key in ("model_id", "revision", "dtype"):
-        _need(file, captioner.get(key), isinstance(captioner.get(key, ""), str), f"captioner.{key} must be a string")
-    seed = captioner.get("seed", 0)
-    _need(file, seed, isinstance(seed, int) and not isinstance(seed, bool), "captioner.seed must be an integer")
-
-    _need(file, manifest["prompt"], isinstance(manifest["prompt"], str), "prompt must be a string")
-    _need(file, manifest["postprocess"], isinstance(manifest["postprocess"], bool), "postprocess must be a boolean")
-    _need(file, manifest["generation"], isinstance(manifest["generation"], dict), "generation must be an object")
-    try:
-        GenerationSettings.from_mapping(manifest["generation"])
-    except (ConfigError, TypeError) as exc:
-        raise DataError(f"{file}: bad generation settings ({exc})") from None
-
-    encoder = manifest["encoder"]
-    _need(file, encoder, isinstance(encoder, dict), "encoder must be an object")
-    _need(file, encoder.get("name"), encoder.get("name") in TEXT_ENCODERS,
-          f"encoder.name must be one of {', '.join(TEXT_ENCODERS)}")
-    _need(file, encoder.get("identity"), isinstance(encoder.get("identity"), dict),
-          "encoder.identity must be an object")
-
-    head = manifest["head"]
-    _need(file, head, isinstance(head, dict), "head must be an object")
-    _need(file, head.get("name"), head.get("name") in list_heads(),
-          f"head.name must be one of {', '.join(list_heads())}")
-    for key in ("cnn_dim", "text_dim"):
-        value = head.get(key)
-        _need(file, value, type(value) is int and value > 0, f"head.{key} must be a positive integer")
-    _need(file, head.get("fusion_norm"), head.get("fusion_norm") in FUSION_NORMS,
-          f"head.fusion_norm must be one of {', '.join(FUSION_NORMS)}")
-    _need(file, head.get("kwargs"), isinstance(head.get("kwargs", {}), dict), "head.kwargs must be an object")
-    feature_dim = model_info(arch).feature_dim
-    if head["cnn_dim"] != feature_dim:
-        raise DataError(f"{file}: head.cnn_dim {head['cnn_dim']} is not the feature width {feature_dim} of the "
-                        f"CNN copy's architecture {arch!r}")
-    return manifest
-
-
-def check_identity(file: Path, what: str, name: str, built: Mapping, recorded: Mapping) -> None:
-    """DataError naming ``file`` unless the rebuilt ``what`` (captioner / text encoder) ``name``
-    has the ``recorded`` identity."""
-    built = _jsonable(dict(built))
-    if built != recorded:
-        changed = sorted(k for k in set(built) | set(recorded) if built.get(k) != recorded.get(k))
-        raise DataError(f"{file}: the {what} {name!r} rebuilt now has identity {built}, but the bundle was made "
-                        f"with {recorded} (differs in {', '.join(changed)}): it would not give the captions/vectors "
-                        f"the head was trained on (a model revision that changed, or a model built differently)")
-
-
-__all__ = ["CAPTIONER_KEYS", "CNN_FOLDER", "FUSED_KIND", "FUSED_REQUIRED_KEYS", "HEAD_FILE", "SERVABLE_CAPTIONERS",
-           "captioner_record", "check_fused_manifest", "check_identity", "encoder_record", "is_servable_captioner",
-           "save_fused_bundle"]
+__all__ = ["captioner_record", "encoder_record", "save_fused_bundle"]

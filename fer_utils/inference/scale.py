@@ -200,10 +200,12 @@ def _actor_resources(ray, concurrency: int | None, use_gpu: bool | None) -> tupl
     return concurrency, ({"num_gpus": 1} if use_gpu else {"num_cpus": 1})
 
 
-def _run_actors(worker_cls, rows: int, constructor: dict, *, batch_rows: int, concurrency: int | None,
-                use_gpu: bool | None) -> pd.DataFrame:
-    """Positions ``0 .. rows-1`` through ``worker_cls`` actors, ``batch_rows`` per call; the
-    concatenated per-batch reports (columns rows, computed, seconds, note)."""
+def run_actors(worker_cls, rows: int, constructor: dict, *, batch_rows: int, concurrency: int | None,
+               use_gpu: bool | None) -> tuple[pd.DataFrame, int, float]:
+    """Positions ``0 .. rows-1`` through ``worker_cls`` actors, ``batch_rows`` per call:
+    ``(reports, computed, seconds)``, the concatenated per-batch reports (columns rows, computed,
+    seconds, note), how many entries the actors computed and the wall-clock seconds of the run."""
+    start = time.perf_counter()
     ray = require_ray()
     actors, resources = _actor_resources(ray, concurrency, use_gpu)
     context = ray.data.DataContext.get_current()
@@ -220,9 +222,10 @@ def _run_actors(worker_cls, rows: int, constructor: dict, *, batch_rows: int, co
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:
-        return reports.to_pandas()
+        reports = reports.to_pandas()
     finally:
         logger.setLevel(level)
+    return reports, int(reports["computed"].sum()), time.perf_counter() - start
 
 
 def _report(rows: int, computed: int, seconds: float, note: str = "") -> pd.DataFrame:
@@ -297,7 +300,7 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
     batches) rows go to an actor per call. A captioner that is not cached (precomputed, simulated:
     instant) runs in this process.
     """
-    from fer_utils.cache import Cache
+    from fer_utils.cache import Cache, still_to_compute
     from fer_utils.data.fingerprint import image_hashes
     from fer_utils.vlm.base import face_images
     from fer_utils.vlm.pipeline import (CAPTION_FORMAT, CAPTION_NAMESPACE, CaptionResult, Throughput,
@@ -313,21 +316,15 @@ def caption_index_ray(index: pd.DataFrame, spec: CaptionerSpec, prompt: str, set
     cache = Cache(root, CAPTION_NAMESPACE, CAPTION_FORMAT)
     keys = caption_keys(cache, face_images(index, image_hashes(index)), captioner, prompt, settings)
     entries = cached_caption_entries(cache, keys)
-    todo: dict[str, int] = {}
-    for i, (key, (caption, _)) in enumerate(zip(keys, entries)):
-        if caption is None:
-            todo.setdefault(key, i)
+    todo = still_to_compute(keys, [caption for caption, _ in entries])
     hits, timed, timed_seconds = hit_costs(keys, entries)
     computed, seconds = 0, 0.0
     if todo:
         rows = index.iloc[list(todo.values())]
-        start = time.perf_counter()
-        reports = _run_actors(_CaptionWorker, len(rows),
-                              {"spec": spec, "index": rows, "prompt": prompt, "settings": settings, "cache_dir": root},
-                              batch_rows=batch_rows or settings.batch_size * 4, concurrency=concurrency,
-                              use_gpu=use_gpu)
-        seconds = time.perf_counter() - start
-        computed = int(reports["computed"].sum())
+        _, computed, seconds = run_actors(
+            _CaptionWorker, len(rows),
+            {"spec": spec, "index": rows, "prompt": prompt, "settings": settings, "cache_dir": root},
+            batch_rows=batch_rows or settings.batch_size * 4, concurrency=concurrency, use_gpu=use_gpu)
     result = caption_index(index, captioner, prompt, settings, root, postprocess=postprocess)
     if result.throughput.computed:
         raise RuntimeError(f"after the Ray run {result.throughput.computed} captions were still missing from "
@@ -359,12 +356,9 @@ def embed_texts_ray(texts: Sequence[str], spec: EncoderSpec, cache_dir: str | os
     missing = [text for text, row in zip(distinct, rows) if not valid_vector(row, encoder.dim)]
     computed, seconds = 0, 0.0
     if missing:
-        start = time.perf_counter()
-        reports = _run_actors(_EmbedWorker, len(missing),
-                              {"spec": spec, "texts": missing, "cache_dir": root, "batch_size": batch_size},
-                              batch_rows=batch_rows or batch_size * 8, concurrency=concurrency, use_gpu=use_gpu)
-        seconds = time.perf_counter() - start
-        computed = int(reports["computed"].sum())
+        _, computed, seconds = run_actors(
+            _EmbedWorker, len(missing), {"spec": spec, "texts": missing, "cache_dir": root, "batch_size": batch_size},
+            batch_rows=batch_rows or batch_size * 8, concurrency=concurrency, use_gpu=use_gpu)
     vectors, again = embed_texts(texts, encoder, root, batch_size=batch_size)
     if again.computed:
         raise RuntimeError(f"after the Ray run {again.computed} sentences were still missing from {root}")
@@ -386,7 +380,7 @@ def extract_features_ray(spec: CNNSpec, index: pd.DataFrame, *, batch_size: int 
     import torch
 
     from fer_utils.cache import Cache
-    from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, _feature_fn, feature_keys
+    from fer_utils.training.features import CACHE_FORMAT, CACHE_NAMESPACE, feature_keys, feature_layer, is_feature_row
     from fer_utils.vlm.pipeline import Throughput
 
     require_ray()
@@ -394,39 +388,29 @@ def extract_features_ray(spec: CNNSpec, index: pd.DataFrame, *, batch_size: int 
         raise ValueError("no features to extract: the index is empty")
     root = _cache_root(cache_dir)
     model, preprocessing = spec.build()
-    layer, _ = _feature_fn(model)
+    layer, _ = feature_layer(model)
     cache = Cache(root, CACHE_NAMESPACE, CACHE_FORMAT)
     # Precision is part of the key: float32, or the autocast dtype of the actors' device (bfloat16
     # on CPUs and recent GPUs; the actors report theirs, and the read-back uses what they report).
     precision = str(torch.bfloat16) if amp else "float32"
     keys = feature_keys(cache, index, model, preprocessing, layer, precision)
 
-    def usable(rows):
-        return [row if row is not None and row.ndim == 1 and row.dtype == np.float32 else None for row in rows]
-
-    found = usable(cache.get_arrays(keys))
-    todo: dict[str, int] = {}
-    for i, (key, row) in enumerate(zip(keys, found)):
-        if row is None:
-            todo.setdefault(key, i)
+    found, todo = cache.lookup_arrays(keys, is_feature_row)
     hits = len({key for key, row in zip(keys, found) if row is not None})
     computed, seconds = 0, 0.0
     if todo:
         rows = index.iloc[list(todo.values())]
         options = {"batch_size": batch_size, "num_workers": num_workers, "device": device, "amp": amp,
                    "channels_last": channels_last}
-        start = time.perf_counter()
-        reports = _run_actors(_FeatureWorker, len(rows),
-                              {"spec": spec, "index": rows, "options": options, "cache_dir": root},
-                              batch_rows=batch_rows or batch_size * 4, concurrency=concurrency, use_gpu=use_gpu)
-        seconds = time.perf_counter() - start
-        computed = int(reports["computed"].sum())
+        reports, computed, seconds = run_actors(
+            _FeatureWorker, len(rows), {"spec": spec, "index": rows, "options": options, "cache_dir": root},
+            batch_rows=batch_rows or batch_size * 4, concurrency=concurrency, use_gpu=use_gpu)
         used = set(reports["note"])
         if used != {precision}:
             raise RuntimeError(f"the actors computed features at precision {', '.join(sorted(used))}, not "
                                f"{precision}: amp on a GPU without bfloat16 (float16) keys its entries apart; "
                                "run without amp, or single-process on that GPU")
-    rows = usable(cache.get_arrays(keys))
+    rows, _ = cache.lookup_arrays(keys, is_feature_row)
     missing = sum(row is None for row in rows)
     if missing:
         raise RuntimeError(f"after the Ray run {missing} feature rows were still missing from {root}")

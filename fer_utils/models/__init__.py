@@ -1,6 +1,7 @@
 """CNN registry (name -> backbone with a feature vector and a classification head) and runtime helpers.
 
-Preprocessing and its presets live in the torch-free :mod:`fer_utils.options`.
+Preprocessing and its presets live in the torch-free :mod:`fer_utils.options`. The fusion heads
+(classifiers on CNN features + caption embeddings) are the package :mod:`fer_utils.models.heads`.
 """
 from fer_utils.models.registry import (
     Classifier,

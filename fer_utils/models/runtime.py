@@ -73,7 +73,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """The class label of every sample of ``dataset``, in order (int64): a
-    :class:`~fer_utils.data.FERDataset`'s ``labels``, the second tensor of a ``TensorDataset(x, y)``
+    :class:`~fer_utils.data.dataset.FERDataset`'s ``labels``, the second tensor of a ``TensorDataset(x, y)``
     (cached features), or those of a ``Subset`` of either. Anything else is a
     :class:`~fer_utils.errors.ConfigError`: the labels are not known without reading every sample."""
     if isinstance(dataset, Subset):
@@ -195,10 +195,10 @@ def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterabl
     """Run ``fn`` over ``batches`` in inference mode; return outputs (float32, CPU) and labels.
 
     A batch is model inputs or an ``(inputs, label)`` pair (what a DataLoader over a
-    :class:`~fer_utils.data.FERDataset` or a ``TensorDataset(x, y)`` yields); inputs are a tensor,
+    :class:`~fer_utils.data.dataset.FERDataset` or a ``TensorDataset(x, y)`` yields); inputs are a tensor,
     or a tuple/dict of tensors passed to ``fn`` as :func:`call_model` says. Labels are ``None``
     when the batches carry none. ``transform`` (e.g. a data set's evaluation
-    :class:`~fer_utils.data.BatchTransform`) turns the inputs into model inputs on ``device``,
+    :class:`~fer_utils.data.tensor_transforms.BatchTransform`) turns the inputs into model inputs on ``device``,
     outside autocast (preprocessing stays float32). Put the model in eval mode (and on
     ``device``) before calling.
     """

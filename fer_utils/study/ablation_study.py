@@ -144,7 +144,7 @@ def _from_trained(trained: TrainedRun, group: str, setting: str, seed: int, val_
 
 
 def _val_set(cfg, index: pd.DataFrame):
-    from fer_utils.data import make_datasets
+    from fer_utils.data.transforms import make_datasets
 
     return make_datasets(index[index["split"] == "val"], preprocessing_of(cfg),
                          cache_dir=cfg.cache_dir or None)["val"]
@@ -198,7 +198,7 @@ def run_augmentation(cfg, progress: bool = False, echo: Callable | None = None) 
 
 
 def _minority(index: pd.DataFrame) -> list[str]:
-    from fer_utils.data import minority_classes
+    from fer_utils.data.transforms import minority_classes
 
     return [EMOTIONS[c] for c in sorted(minority_classes(index.loc[index["split"] == "train", "label"]))]
 
@@ -241,7 +241,7 @@ def candidates(cfg) -> list[tuple[str, str, float | None]]:
 def with_treatment(tcfg, params: dict, train_labels):
     """``tcfg`` (a :class:`~fer_utils.training.train.TrainConfig`) under a treatment's parameters, the class
     weights computed from ``train_labels``."""
-    from fer_utils.data import class_weights
+    from fer_utils.data.weights import class_weights
 
     weights = class_weights(train_labels, params["class_weights"], beta=params["class_weight_beta"])
     return dataclasses.replace(tcfg, class_weights=weights, loss=params["loss"], focal_gamma=params["focal_gamma"],
@@ -281,7 +281,7 @@ def cnn_recipe(bundle_path: str | Path):
 
 def _head_choice(cfg, fused_head: str) -> str:
     from fer_utils.study.fusion_study import REFERENCE_HEAD
-    from fer_utils.models.fusion import head_info, list_heads
+    from fer_utils.models.heads.registry import head_info, list_heads
 
     if cfg.cnn_head:
         if cfg.cnn_head not in list_heads():
@@ -315,9 +315,11 @@ def run_imbalance(cfg, inputs=None, progress: bool = False, echo: Callable | Non
     study's inputs and, with ``cfg.train_cnn``, on the CNN; see the module docstring. ``echo``
     (e.g. ``print``) reports progress."""
     echo = echo or (lambda *_: None)
-    from fer_utils.data import class_counts, class_weights
+    from fer_utils.data import class_counts
+    from fer_utils.data.weights import class_weights
     from fer_utils.data.synthetic.writer import RAFDB_TRAIN_COUNTS
-    from fer_utils.study.fusion import fuse, train_head
+    from fer_utils.models.heads.registry import fuse
+    from fer_utils.study.fusion import train_head
     from fer_utils.study.fusion_study import head_training_config, load_inputs
 
     check_imbalance(cfg)

@@ -5,22 +5,24 @@ Each parameterised notebook has a config dataclass here, registered under the no
 naming the key, so a typo in a papermill parameter is an error rather than a silent new variable.
 The study runner checks manifest parameters against the same dataclass before executing.
 
-This module imports only torch-free leaves (:mod:`~fer_utils.options`,
-:mod:`~fer_utils.options`), so validating a manifest never loads torch.
+Types are checked by pydantic's strict mode; the choices and minimums of each field here. This
+module imports only torch-free leaves (:mod:`~fer_utils.options`), so validating a manifest never
+loads torch.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, ClassVar, Literal
 
 from fer_utils.errors import ConfigError
 from fer_utils.options import (
-    AUGMENTATION_SETTINGS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, COMPILE_MODES, DATA_FORMATS,
-    FUSION_NORMS, IMBALANCE_TREATMENTS, LOSSES, MONITORS, OPTIMIZERS, RAFDB_VARIANTS, SAMPLERS, TEXT_ENCODERS,
+    AUGMENTATION_SETTINGS, AUGMENTATIONS, CAPTIONERS, CLASS_WEIGHTS, CNN_ARCHITECTURES, COMPILE_MODES, DATA_FORMATS,
+    FUSION_NORMS, IMBALANCE_TREATMENTS, LOSSES, MONITORS, NORMALIZATIONS, OPTIMIZERS, RAFDB_VARIANTS, SAMPLERS,
+    TEXT_ENCODERS,
 )
-from fer_utils.options import AUGMENTATIONS, NORMALIZATIONS
 
 NOTEBOOK_CONFIGS: dict[str, type["NotebookConfig"]] = {}
 
@@ -44,45 +46,28 @@ def _describe(annotation: Any) -> str:
     return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Return ``value`` (ints widened to float where a float is expected) or raise ConfigError.
+@functools.cache
+def _validator(annotation: Any):
+    """pydantic's strict validator of one annotation (bool, int, float, str, None, Any, ``list[...]``,
+    unions and ``Literal[...]``: no coercion, except an int where a float is expected)."""
+    from pydantic import ConfigDict, TypeAdapter
 
-    Annotations: bool, int, float, str, None, Any, lists, unions of these, and ``Literal[...]``
-    for a fixed set of values (``int | Literal["auto"]``: an int or the string "auto")."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(annotation):
-            try:
-                return _check_type(key, value, arm)
-            except ConfigError:
-                pass
-    elif origin is Literal:
-        if any(type(value) is type(v) and value == v for v in typing.get_args(annotation)):
-            return value
-    elif annotation is type(None):
-        if value is None:
-            return None
-    elif origin in (list, tuple):
-        (item,) = typing.get_args(annotation)[:1] or (Any,)
-        if isinstance(value, (list, tuple)):
-            return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    elif annotation is Any:
-        return value
-    elif annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - a programming error in a config class
-        raise TypeError(f"unsupported annotation {annotation!r} for {key}")
-    raise ConfigError(f"parameter {key!r} must be {_describe(annotation)}, got {type(value).__name__} {value!r}")
+    return TypeAdapter(annotation, config=ConfigDict(strict=True))
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` as ``annotation`` accepts it (ints widened to float where a float is expected), or a
+    :class:`ConfigError` naming the parameter (or the list item) and the value."""
+    from pydantic import ValidationError
+
+    try:
+        return _validator(annotation).validate_python(value)
+    except ValidationError as exc:
+        position = next((p for p in exc.errors()[0]["loc"] if isinstance(p, int)), None)
+        if position is not None and typing.get_origin(annotation) is list:   # one item of a list
+            key, value, annotation = f"{key}[{position}]", value[position], typing.get_args(annotation)[0]
+        raise ConfigError(f"parameter {key!r} must be {_describe(annotation)}, got {type(value).__name__} "
+                          f"{value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ class CrossFit:
 
 def _train(recipe: CNNRecipe, index: pd.DataFrame, seed: int):
     """A CNN of ``recipe`` trained on ``index``'s train rows, selected on its val rows."""
-    from fer_utils.data import make_datasets
+    from fer_utils.data.transforms import make_datasets
     from fer_utils.models import create_model
     from fer_utils.options import Preprocessing
     from fer_utils.training.repro import seed_everything
@@ -68,7 +68,8 @@ def _train(recipe: CNNRecipe, index: pd.DataFrame, seed: int):
 
 def _proba_all(model, prep, index: pd.DataFrame) -> np.ndarray:
     """The model's probabilities for every row of ``index``, in order (plain eval transform)."""
-    from fer_utils.data import FERDataset, eval_transform
+    from fer_utils.data.dataset import FERDataset
+    from fer_utils.data.tensor_transforms import eval_transform
     from fer_utils.training.evaluate import predict_proba
 
     dataset = FERDataset(index, batch_transform=eval_transform(prep), store_size=prep.image_size)

@@ -22,11 +22,13 @@ from torch.utils.data import Dataset
 
 from fer_utils.training import repro
 from fer_utils.study import runs
-from fer_utils.data import class_weights, describe_dataset, load_dataset, make_datasets, make_splits
+from fer_utils.data import describe_dataset, load_dataset, make_splits
+from fer_utils.data.transforms import make_datasets
+from fer_utils.data.weights import class_weights
 from fer_utils.training.evaluate import evaluate, predict_proba, predictions_frame
 from fer_utils.models import create_model
 from fer_utils.options import ORIGINAL_PROTOCOL
-from fer_utils.inference.predict import save_bundle
+from fer_utils.inference.bundle import save_bundle
 from fer_utils.options import Preprocessing
 from fer_utils.training.stats import SCORES, bootstrap_ci
 from fer_utils.training.train import FitResult, TrainConfig, fit

@@ -2,19 +2,18 @@
 
 Inputs are the CNN's penultimate features (a model bundle of the CNN baselines, extracted through
 the feature cache) and the caption embeddings (:mod:`fer_utils.vlm.pipeline`, cached), joined by
-image id (:func:`align`: a missing id is an error). :func:`fuse` builds a head's input:
-
-- ``cnn`` or ``text``: one modality, L2-normalised per image;
-- ``fused``: both, as the original did (``concat_l2``: concatenate, then L2-normalise each image's
-  vector) or each modality normalised before concatenation (``modality_l2``: neither modality can
-  dominate the vector's length).
+image id (:func:`align`: a missing id is an error). A head's input is built by
+:func:`fer_utils.models.heads.registry.fuse`: one modality (``cnn`` or ``text``) L2-normalised per
+image, or both (``fused``), concatenated as the original did (``concat_l2``) or normalised per
+modality (``modality_l2``).
 
 :func:`run_fusion` trains every head of the config on CNN-only, text-only and fused inputs with
-the same budget and seeds (heads from :mod:`fer_utils.models.fusion`, trained by the project's
+the same budget and seeds (heads from :mod:`fer_utils.models.heads`, trained by the project's
 ``fit`` on cached arrays, selected on validation only, the test split read once per head), adds
 late fusion, the controls that detect spurious gains (captions shuffled across images; one
-constant caption for every image) and an informativeness sweep (simulated captions of accuracy
-p), and compares every fused variant with the CNN-only head on the same test images
+constant caption for every image, :data:`fer_utils.vlm.prompts.CONSTANT_CAPTION`) and an
+informativeness sweep (simulated captions of accuracy p), and compares every fused variant with
+the CNN-only head on the same test images
 (:func:`compare_to_cnn`: the paired bootstrap over images with the seeds averaged in, Holm's
 correction across variants, McNemar on the first seed).
 """
@@ -33,37 +32,10 @@ from torch.utils.data import TensorDataset
 from fer_utils.errors import DataError
 from fer_utils.training.evaluate import evaluate, predict_proba
 from fer_utils.labels import EMOTIONS, NUM_CLASSES
-from fer_utils.options import FUSION_NORMS
 from fer_utils.training.stats import holm, mcnemar, paired_bootstrap_seeds
 from fer_utils.training.train import TrainConfig
 
-CONSTANT_CAPTION = "A photo of a person's face."
-"""The one caption of the constant-caption control: any gain that survives it is not the captions'."""
 MAX_NAMED = 5
-
-
-def l2(x: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length (a zero row stays zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def fuse(cnn: np.ndarray | None, text: np.ndarray | None, inputs: str, norm: str = "concat_l2") -> np.ndarray:
-    """A head's input: ``inputs`` ``cnn``, ``text`` or ``fused`` (see the module docstring)."""
-    if norm not in FUSION_NORMS:
-        raise ValueError(f"fusion norm must be one of {', '.join(FUSION_NORMS)}, got {norm!r}")
-    if inputs == "cnn":
-        return l2(cnn)
-    if inputs == "text":
-        return l2(text)
-    if inputs != "fused":
-        raise ValueError(f"inputs must be cnn, text or fused, got {inputs!r}")
-    if len(cnn) != len(text):
-        raise ValueError(f"{len(cnn)} CNN rows but {len(text)} text rows")
-    if norm == "concat_l2":
-        return l2(np.concatenate([cnn, text], axis=1))
-    return np.concatenate([l2(cnn), l2(text)], axis=1)
 
 
 def align(index: pd.DataFrame, ids: Sequence[str], array: np.ndarray, what: str) -> np.ndarray:
@@ -143,7 +115,7 @@ def train_head(name: str, x: np.ndarray, fd: FusionData, cnn_dim: int, text_dim:
     """Train head ``name`` on ``x`` (train split), early-stop and select on val, test once; a
     :class:`HeadRun` (and, with ``return_model``, ``(model, run)``)."""
     from fer_utils.study.experiment import fit_and_score
-    from fer_utils.models.fusion import create_head
+    from fer_utils.models.heads.registry import create_head
 
     torch.manual_seed(seed)
     model = create_head(name, cnn_dim=cnn_dim, text_dim=text_dim, num_classes=NUM_CLASSES)
@@ -162,7 +134,7 @@ def train_head(name: str, x: np.ndarray, fd: FusionData, cnn_dim: int, text_dim:
 
 def head_inputs(name: str, wanted: Sequence[str]) -> list[str]:
     """The inputs of ``wanted`` that head ``name`` accepts (heads that need both modalities: fused only)."""
-    from fer_utils.models.fusion import head_info
+    from fer_utils.models.heads.registry import head_info
 
     needs_both = head_info(name).needs_both
     return [i for i in wanted if i == "fused" or not needs_both]
@@ -172,7 +144,7 @@ def late_fusion(p_cnn: HeadRun, p_other_val: np.ndarray, p_other_test: np.ndarra
                 head: str, seed: int) -> tuple[HeadRun, Any]:
     """Late fusion of the CNN-only head's probabilities with another source's (weights and
     temperatures fitted on validation); returns the run and the fitted combiner."""
-    from fer_utils.models.fusion import LateFusion
+    from fer_utils.models.heads.late import LateFusion
 
     combiner = LateFusion().fit(p_cnn.val_proba, p_other_val, fd.labels[fd.split("val")])
     test_proba = combiner.predict_proba(p_cnn.test_proba, p_other_test)
@@ -256,5 +228,5 @@ def compare_to_cnn(runs: Sequence[HeadRun], fd: FusionData, fallback: str = "mlp
     return table
 
 
-__all__ = ["CONSTANT_CAPTION", "FusionData", "HeadRun", "align", "compare_to_cnn", "fuse", "head_inputs", "l2",
-           "late_fusion", "reference_variant", "train_head", "vote_proba"]
+__all__ = ["FusionData", "HeadRun", "align", "compare_to_cnn", "head_inputs", "late_fusion", "reference_variant",
+           "train_head", "vote_proba"]

@@ -20,12 +20,13 @@ from fer_utils.training import repro
 from fer_utils.errors import ConfigError
 from fer_utils.study.experiment import load_data, record
 from fer_utils.study.fusion import (
-    CONSTANT_CAPTION, FusionData, HeadRun, align, compare_to_cnn, fuse, head_inputs, late_fusion, train_head,
-    vote_proba,
+    FusionData, HeadRun, align, compare_to_cnn, head_inputs, late_fusion, train_head, vote_proba,
 )
 from fer_utils.labels import NUM_CLASSES
+from fer_utils.models.heads.registry import fuse
 from fer_utils.options import FUSION_CONTROLS, FUSION_INPUTS, FUSION_NORMS
 from fer_utils.training.train import TrainConfig
+from fer_utils.vlm.prompts import CONSTANT_CAPTION
 
 REFERENCE_HEAD = "mlp1"
 """The CNN-only reference of fused variants without a CNN-only run of their own (heads that need
@@ -35,7 +36,7 @@ itself on CNN features alone."""
 
 def check_config(cfg) -> None:
     """List parameters' elements, which the config's ``choices`` cannot check."""
-    from fer_utils.models.fusion import list_heads
+    from fer_utils.models.heads.registry import list_heads
 
     known = list_heads()
     for name in cfg.heads:
@@ -60,7 +61,7 @@ def check_config(cfg) -> None:
 
 def cnn_bundle_of(cfg, data: dict) -> Path:
     """The CNN bundle: ``cfg.cnn_bundle``, or the validation-best one trained on this data set."""
-    from fer_utils.inference.predict import choose_bundle
+    from fer_utils.inference.bundle import choose_bundle
 
     if cfg.cnn_bundle:
         return Path(cfg.cnn_bundle)
@@ -81,7 +82,8 @@ def load_inputs(cfg, progress: bool = False) -> FusionInputs:
     import torch
 
     from fer_utils.training.features import extract_features
-    from fer_utils.inference.predict import Predictor, bundle_summary
+    from fer_utils.inference.bundle import bundle_summary
+    from fer_utils.inference.predict import Predictor
     from fer_utils.study.prompt_study import captioner_of, describe_captioner, encoder_of, settings_of
     from fer_utils.vlm.pipeline import caption_index, embed_texts
     from fer_utils.vlm.prompts import resolve_prompt
@@ -331,7 +333,8 @@ def attention_check(inputs: FusionInputs, cfg, seed: int = 0) -> pd.DataFrame:
     (freshly initialised: the flaw is in the arithmetic, whatever the weights)."""
     import torch
 
-    from fer_utils.models.fusion import attention_weights, create_head
+    from fer_utils.models.heads.fusion import attention_weights
+    from fer_utils.models.heads.registry import create_head
 
     fd = inputs.fd
     x = torch.as_tensor(fuse(fd.cnn, fd.text, "fused", cfg.fusion_norm)[fd.split("test")])
@@ -404,7 +407,8 @@ def export_bundle(cfg, inputs: FusionInputs, run: FusionRun) -> Path | None:
 
     The head is the best trainable fused head of the main grid and the seed its best on validation;
     it is trained again (same seed, same data: the same weights) rather than kept from the grid."""
-    from fer_utils.inference.fused_bundle import is_servable_captioner, save_fused_bundle
+    from fer_utils.inference.bundle import is_servable_captioner
+    from fer_utils.inference.fused_bundle import save_fused_bundle
     from fer_utils.study.prompt_study import settings_of
     from fer_utils.vlm.prompts import resolve_prompt
 

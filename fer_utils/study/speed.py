@@ -78,12 +78,12 @@ def measure(samples: int = SAMPLES) -> Speed:
     import torch
     from torch.nn import functional as F
 
-    from fer_utils.training.train import TrainConfig, _optimizer
+    from fer_utils.training.train import TrainConfig, make_optimizer
 
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     model = _vgg16()
-    optimizer = _optimizer(model, TrainConfig(lr=1e-4, device="cpu"))   # fresh state: nothing accumulates
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4, device="cpu"))   # fresh state: nothing accumulates
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(BATCH, 3, SIZE, SIZE, generator=generator)
     labels = torch.randint(0, 7, (BATCH,), generator=generator)

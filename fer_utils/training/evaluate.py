@@ -23,7 +23,7 @@ def predict_proba(model: nn.Module, dataset: Dataset, batch_size: int = 64, devi
 
     The model is put in eval mode and moved to ``device``. ``amp`` runs under autocast
     (bfloat16/float16); probabilities are always returned in float32. Images of a
-    :class:`~fer_utils.data.FERDataset` become model inputs by its evaluation transform, on ``device``.
+    :class:`~fer_utils.data.dataset.FERDataset` become model inputs by its evaluation transform, on ``device``.
     """
     device = resolve_device(device)
     model.eval().to(device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fer_utils.cache import Cache
-from fer_utils.data import FERDataset
+from fer_utils.data.dataset import FERDataset
 from fer_utils.data.tensor_transforms import eval_transform
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.models.registry import create_model
@@ -33,11 +33,16 @@ CACHE_FORMAT = 3
 with PIL per image; 3 is the tensor path: decoded at full size, resized on the device)."""
 
 
-def _feature_fn(model: nn.Module) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The feature layer: ``forward_features`` (registry models) or else the model's output."""
+def feature_layer(model: nn.Module) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The feature layer's name and function: ``forward_features`` (registry models) or else the model's output."""
     if hasattr(model, "forward_features"):
         return "forward_features", model.forward_features
     return "output", model
+
+
+def is_feature_row(row: np.ndarray) -> bool:
+    """Whether a cached entry is a usable feature vector (one float32 row)."""
+    return row.ndim == 1 and row.dtype == np.float32
 
 
 def feature_keys(cache: Cache, index: pd.DataFrame, model: nn.Module, preprocessing: Preprocessing,
@@ -58,9 +63,9 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
     penultimate features; any other module its output) or a registry name, which means that
     architecture with its pretrained ImageNet weights (raises WeightsNotFoundError if absent).
     Images are decoded once (:func:`~fer_utils.data.decoded_images`, cached under ``cache_dir``),
-    batched as uint8 by a DataLoader over :class:`~fer_utils.data.FERDataset` (``num_workers="auto"``:
+    batched as uint8 by a DataLoader over :class:`~fer_utils.data.dataset.FERDataset` (``num_workers="auto"``:
     see :func:`fer_utils.models.runtime.default_num_workers`) and resized and normalised on
-    ``device`` by the evaluation :class:`~fer_utils.data.BatchTransform`, as in training.
+    ``device`` by the evaluation :class:`~fer_utils.data.tensor_transforms.BatchTransform`, as in training.
     ``channels_last`` (NHWC layout; the model is converted in place) was 1.2-1.45x faster for all
     three registry CNNs on a 2-core CPU and suits GPUs. ``amp`` (autocast: bfloat16, or float16
     on GPUs without bfloat16) roughly doubled CPU throughput again on a CPU with AVX512-BF16, but
@@ -78,7 +83,7 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
         raise ValueError("no features to extract: the index is empty")
     ids = index["id"].astype(str).tolist()
     device = resolve_device(device)
-    layer, forward = _feature_fn(model)
+    layer, forward = feature_layer(model)
     # Prepared once, before the weights are hashed: a layout change makes new storages, which
     # would otherwise make the next call hash the same weights again (the hash is layout-free).
     model.eval().to(device)
@@ -102,12 +107,7 @@ def extract_features(model_or_name: nn.Module | str, index: pd.DataFrame, prepro
         return ids, compute(index)
     precision = str(amp_dtype(device)) if amp else "float32"
     keys = feature_keys(cache, index, model, preprocessing, layer, precision)
-    rows = [row if row is not None and row.ndim == 1 and row.dtype == np.float32 else None
-            for row in cache.get_arrays(keys)]
-    todo: dict[str, int] = {}  # missing key -> its first row (an image present twice is computed once)
-    for i, (key, row) in enumerate(zip(keys, rows)):
-        if row is None:
-            todo.setdefault(key, i)
+    rows, todo = cache.lookup_arrays(keys, is_feature_row)
     if todo:
         computed = compute(index.iloc[list(todo.values())])
         cache.put_arrays(list(todo), computed)

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,8 +183,10 @@ class Captioner(ABC):
         """One caption per image, in order."""
 
 
-class TextEncoder(ABC):
-    """Embeds sentences; see the module docstring."""
+class Encoder(ABC):
+    """Turns items (sentences, images) into vectors: ``encoder.encode(items)`` is ``[len(items),
+    encoder.dim]`` float32; ``identity`` is a JSON-able dict of everything that determines the
+    vectors (a cache-key part)."""
 
     name: str = "encoder"
     dim: int = 0
@@ -194,8 +197,30 @@ class TextEncoder(ABC):
         """Everything that determines the vectors, JSON-able (a cache-key part)."""
 
     @abstractmethod
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``[len(texts), dim]`` float32, one row per text, in order."""
+    def encode(self, items: Sequence, batch_size: int = 64) -> np.ndarray:
+        """``[len(items), dim]`` float32, one row per item, in order."""
+
+
+class TextEncoder(Encoder):
+    """Embeds sentences; see the module docstring."""
+
+
+def factory_arguments(factory: Callable) -> list[str]:
+    """The keyword arguments a model factory (a function or a class) takes."""
+    return [p for p in inspect.signature(factory).parameters if p not in ("self", "cls")]
+
+
+def build(factories: Mapping[str, Callable], what: str, name: str, kwargs: Mapping[str, Any]) -> Any:
+    """``factories[name](**kwargs)``; a :class:`ConfigError` naming ``what`` (e.g. "text encoder")
+    and the choices for an unknown name, or the arguments it takes for an unknown argument."""
+    if name not in factories:
+        raise ConfigError(f"unknown {what} {name!r}; choose one of: {', '.join(factories)}")
+    accepted = factory_arguments(factories[name])
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{what} {name!r} takes no argument(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(accepted) or 'none'}")
+    return factories[name](**kwargs)
 
 
 __all__ = ["DTYPES", "ORIGINAL_GENERATION", "Captioner", "FaceImage", "GenerationSettings", "TextEncoder",

@@ -37,7 +37,6 @@ import contextlib
 import functools
 import gzip
 import hashlib
-import inspect
 import json
 import os
 import tempfile
@@ -51,7 +50,7 @@ import torch
 from fer_utils.cache import file_sha256
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.vlm.base import TextEncoder, quiet_loading
+from fer_utils.vlm.base import TextEncoder, build, quiet_loading
 
 ORIGINAL_CLIP = "openai/clip-vit-large-patch14"
 """The Hugging Face model whose text tower embedded the original study's captions."""
@@ -113,7 +112,7 @@ def _file_sha256_once(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def _sha256_of_file(path: str | Path) -> str:
+def sha256_of_file(path: str | Path) -> str:
     """:func:`fer_utils.cache.file_sha256`, computed once per process per (path, size, mtime)."""
     stat = Path(path).stat()
     return _file_sha256_once(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
@@ -173,12 +172,12 @@ def _folder_weights_sha256(folder: Path) -> str:
     for single, index in (("model.safetensors", "model.safetensors.index.json"),
                           ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         if (folder / single).is_file():
-            return _sha256_of_file(folder / single)
+            return sha256_of_file(folder / single)
         if (folder / index).is_file():
             shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
             digest = hashlib.sha256()
             for shard in shards:
-                digest.update(f"{shard}:{_sha256_of_file(folder / shard)}\n".encode())
+                digest.update(f"{shard}:{sha256_of_file(folder / shard)}\n".encode())
             return digest.hexdigest()
     raise WeightsNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin (or sharded index) to load")
 
@@ -402,6 +401,25 @@ def load_open_clip(model_name: str, pretrained: str | None, *, cache_dir: str | 
     return model, preprocess, checkpoint
 
 
+def open_clip_not_found(who: str, model_name: str, pretrained: str | None, tag_cfg: dict[str, Any],
+                        cache_dir: str | None, detail: str) -> WeightsNotFoundError:
+    """The error of open_clip weights that are not on this machine: where they were looked for and
+    the command that gets them; ``who`` is the encoder class that can download them."""
+    hf_home, hub_cache = _hf_cache_dirs()
+    repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]
+    if repo:
+        where = f"Hub repo {repo} in {cache_dir or hub_cache} (HF_HOME={hf_home})"
+        how = (_hf_download_command(repo) + ' --include "open_clip_*"'
+               + (f" --cache-dir {cache_dir}" if cache_dir else ""))
+    else:
+        where = f"{Path(tag_cfg.get('url', '')).name} in {cache_dir or Path.home() / '.cache' / 'clip'}"
+        how = f"download {tag_cfg.get('url')} into that folder"
+    return WeightsNotFoundError(
+        f"open_clip {model_name} pretrained={pretrained!r}: weights not found ({detail}); looked "
+        f"for the {where}. Random weights are never used in their place. Get them once with:  {how}  "
+        f"(or {who}(..., download=True) on a machine with internet access).")
+
+
 class OpenCLIPTextEncoder(TextEncoder):
     """CLIP's text tower through open_clip: ``model.encode_text(tokens)``.
 
@@ -443,7 +461,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         :func:`~fer_utils.models.runtime.weights_sha256`), output layer and normalisation. The
         hash is computed on first use and memoised."""
         if self._identity is None:
-            weights = ("sha256:" + _sha256_of_file(self._checkpoint) if self._checkpoint is not None
+            weights = ("sha256:" + sha256_of_file(self._checkpoint) if self._checkpoint is not None
                        else "weights_sha256:" + weights_sha256(self.model))
             self._identity = {"backend": "open_clip", "model": self.model_name, "pretrained": self.pretrained,
                               "weights_sha256": weights, "output": "encode_text (projected)",
@@ -451,19 +469,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         return dict(self._identity)
 
     def _not_found(self, tag_cfg: dict[str, Any], cache_dir: str | None, detail: str) -> WeightsNotFoundError:
-        hf_home, hub_cache = _hf_cache_dirs()
-        repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]
-        if repo:
-            where = f"Hub repo {repo} in {cache_dir or hub_cache} (HF_HOME={hf_home})"
-            how = (_hf_download_command(repo) + ' --include "open_clip_*"'
-                   + (f" --cache-dir {cache_dir}" if cache_dir else ""))
-        else:
-            where = f"{Path(tag_cfg.get('url', '')).name} in {cache_dir or Path.home() / '.cache' / 'clip'}"
-            how = f"download {tag_cfg.get('url')} into that folder"
-        return WeightsNotFoundError(
-            f"open_clip {self.model_name} pretrained={self.pretrained!r}: weights not found ({detail}); looked "
-            f"for the {where}. Random weights are never used in their place. Get them once with:  {how}  "
-            f"(or OpenCLIPTextEncoder(..., download=True) on a machine with internet access).")
+        return open_clip_not_found(type(self).__name__, self.model_name, self.pretrained, tag_cfg, cache_dir, detail)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         texts = _check_batch(texts, batch_size)
@@ -504,8 +510,12 @@ def tiny_open_clip_encoder(seed: int = 0, device: str | torch.device = "auto",
     weights are a function of ``seed`` (the global torch RNG is left as it was), and
     ``identity["weights_sha256"]`` hashes them.
     """
-    encoder = OpenCLIPTextEncoder(register_tiny_open_clip(), pretrained=None, device=device,
-                                  normalize=normalize, seed=seed)
+    return tiny_open_clip(OpenCLIPTextEncoder, seed, device, normalize)
+
+
+def tiny_open_clip(encoder_class: type, seed: int, device: str | torch.device, normalize: bool):
+    """``encoder_class`` (an open_clip text or image encoder) on the tiny random model, named ``tiny_open_clip``."""
+    encoder = encoder_class(register_tiny_open_clip(), pretrained=None, device=device, normalize=normalize, seed=seed)
     encoder.name = "tiny_open_clip"
     return encoder
 
@@ -545,7 +555,7 @@ class MiniLMEncoder(TextEncoder):
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension())
         self._identity = {"backend": "sentence-transformers", "model": MINILM_MODEL,
-                          "weights": _sha256_of_file(weights), "output": "normalized mean pooling",
+                          "weights": sha256_of_file(weights), "output": "normalized mean pooling",
                           "max_seq_length": int(self.model.max_seq_length)}
 
     @property
@@ -579,17 +589,10 @@ ENCODERS: dict[str, Callable[..., TextEncoder]] = {
 def make_encoder(name: str, **kwargs: Any) -> TextEncoder:
     """The encoder ``name`` (a key of :data:`ENCODERS`) built with ``kwargs`` (``model_id``,
     ``revision``, ``device``, ``seed``, ...); unknown names or arguments raise ConfigError."""
-    if name not in ENCODERS:
-        raise ConfigError(f"unknown text encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
-    factory = ENCODERS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "cls")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(f"text encoder {name!r} takes no argument(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(accepted) or 'none'}")
-    return factory(**kwargs)
+    return build(ENCODERS, "text encoder", name, kwargs)
 
 
 __all__ = ["ENCODERS", "MINILM_MODEL", "ORIGINAL_CLIP", "TINY_CLIP_TEXT_CONFIG", "TINY_OPEN_CLIP_CONFIG",
            "TINY_OPEN_CLIP_NAME", "HFCLIPTextEncoder", "MiniLMEncoder", "OpenCLIPTextEncoder", "clip_tokenizer",
-           "make_encoder", "register_tiny_open_clip", "tiny_hf_clip_encoder", "tiny_open_clip_encoder"]
+           "load_open_clip", "make_encoder", "open_clip_not_found", "register_tiny_open_clip", "sha256_of_file",
+           "tiny_hf_clip_encoder", "tiny_open_clip", "tiny_open_clip_encoder"]

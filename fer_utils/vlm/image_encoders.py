@@ -30,11 +30,8 @@ open_clip is imported inside the functions, so importing this module is cheap.
 """
 from __future__ import annotations
 
-import inspect
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,47 +43,25 @@ from fer_utils.cache import Cache
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.vlm import encoders as _text, pipeline as _pipeline
-from fer_utils.vlm.base import face_images
-from fer_utils.vlm.encoders import register_tiny_open_clip
-from fer_utils.vlm.pipeline import Throughput
+from fer_utils.vlm.base import Encoder, build, face_images
+from fer_utils.vlm.encoders import load_open_clip, open_clip_not_found, sha256_of_file, tiny_open_clip
+from fer_utils.vlm.pipeline import Throughput, cached_vectors
 
 IMAGE_EMBEDDING_NAMESPACE = "image-embeddings"
 IMAGE_EMBEDDING_FORMAT = 1
 
 
 # --------------------------------------------------------------------------------------------
-# the text encoder module's private helpers, called (not copied)
-
-
-def _sha256_of_file(path: str | Path) -> str:
-    """sha256 of a file, memoised per process per (path, size, mtime)."""
-    return _text._sha256_of_file(path)
-
-
-# --------------------------------------------------------------------------------------------
 # interface
 
 
-class ImageEncoder(ABC):
+class ImageEncoder(Encoder):
     """Embeds images (the image-side twin of :class:`~fer_utils.vlm.base.TextEncoder`)::
 
-        vectors = encoder.encode(images)        # [len(images), encoder.dim] float32
-
-    ``identity`` is a JSON-able dict of everything that determines the vectors (the cache key).
+        vectors = encoder.encode(images)        # [len(images), encoder.dim] float32 (PIL images in)
     """
 
     name: str = "image-encoder"
-    dim: int = 0
-
-    @property
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """Everything that determines the vectors, JSON-able (a cache-key part)."""
-
-    @abstractmethod
-    def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """``[len(images), dim]`` float32, one row per image, in order."""
 
 
 def _check_images(images: Sequence[Image.Image], batch_size: int) -> list[Image.Image]:
@@ -143,7 +118,7 @@ class OpenCLIPImageEncoder(ImageEncoder):
 
         self.device = resolve_device(device)
         self.model_name, self.pretrained, self.normalize = model_name, pretrained, bool(normalize)
-        model, preprocess, checkpoint = _text.load_open_clip(
+        model, preprocess, checkpoint = load_open_clip(
             model_name, pretrained, cache_dir=cache_dir, download=download, seed=seed, not_found=self._not_found,
             tag_preprocessing=True)
         _drop_text_tower(model)
@@ -162,7 +137,7 @@ class OpenCLIPImageEncoder(ImageEncoder):
         weights), output, normalisation and the preprocessing. The hash is computed on first use
         and memoised."""
         if self._identity is None:
-            weights = ("sha256:" + _sha256_of_file(self._checkpoint) if self._checkpoint is not None
+            weights = ("sha256:" + sha256_of_file(self._checkpoint) if self._checkpoint is not None
                        else "weights_sha256:" + weights_sha256(self.model))
             self._identity = {"backend": "open_clip-image", "model": self.model_name, "pretrained": self.pretrained,
                               "weights_sha256": weights, "output": "encode_image (projected)",
@@ -171,8 +146,7 @@ class OpenCLIPImageEncoder(ImageEncoder):
 
     def _not_found(self, tag_cfg: dict[str, Any], cache_dir: str | None, detail: str) -> WeightsNotFoundError:
         """The text encoder's message (same weights, same places, same command), naming this class."""
-        error = _text.OpenCLIPTextEncoder._not_found(self, tag_cfg, cache_dir, detail)
-        return WeightsNotFoundError(str(error).replace("OpenCLIPTextEncoder(", "OpenCLIPImageEncoder("))
+        return open_clip_not_found(type(self).__name__, self.model_name, self.pretrained, tag_cfg, cache_dir, detail)
 
     def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         images = _check_images(images, batch_size)
@@ -188,18 +162,10 @@ class OpenCLIPImageEncoder(ImageEncoder):
 
 def tiny_open_clip_image_encoder(seed: int = 0, device: str | torch.device = "auto",
                                  normalize: bool = False) -> OpenCLIPImageEncoder:
-    """A tiny random open_clip model (:data:`~fer_utils.vlm.encoders.TINY_OPEN_CLIP_CONFIG`: a
-    one-layer 32-pixel ViT, 16-d ``encode_image``) through the real open_clip classes and
-    preprocessing, offline.
-
-    Its vectors mean nothing; it runs :class:`OpenCLIPImageEncoder`'s code in tests and CI. The
-    weights are a function of ``seed`` (the global torch RNG is left as it was), and
-    ``identity["weights_sha256"]`` hashes them.
-    """
-    encoder = OpenCLIPImageEncoder(register_tiny_open_clip(), pretrained=None, device=device,
-                                   normalize=normalize, seed=seed)
-    encoder.name = "tiny_open_clip"
-    return encoder
+    """The image tower of :func:`~fer_utils.vlm.encoders.tiny_open_clip_encoder`'s model (a
+    one-layer 32-pixel ViT, 16-d ``encode_image``): :class:`OpenCLIPImageEncoder`'s code with
+    meaningless vectors, offline, for tests and CI."""
+    return tiny_open_clip(OpenCLIPImageEncoder, seed, device, normalize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,15 +183,7 @@ def make_image_encoder(name: str, **kwargs: Any) -> ImageEncoder:
     """The image encoder ``name`` (a key of :data:`IMAGE_ENCODERS`) built with ``kwargs``
     (``model_name``, ``pretrained``, ``device``, ``seed``, ...); unknown names or arguments raise
     ConfigError."""
-    if name not in IMAGE_ENCODERS:
-        raise ConfigError(f"unknown image encoder {name!r}; choose one of: {', '.join(IMAGE_ENCODERS)}")
-    factory = IMAGE_ENCODERS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "cls")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(f"image encoder {name!r} takes no argument(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(accepted) or 'none'}")
-    return factory(**kwargs)
+    return build(IMAGE_ENCODERS, "image encoder", name, kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +212,7 @@ def embed_images(index: pd.DataFrame, encoder: ImageEncoder, cache_dir: str | os
     distinct = list(first)
     cache = Cache(cache_dir, IMAGE_EMBEDDING_NAMESPACE, IMAGE_EMBEDDING_FORMAT)
     identity = encoder.identity
-    rows, computed, seconds = _pipeline.cached_vectors(
+    rows, computed, seconds = cached_vectors(
         distinct, lambda sha: {"image": sha, "encoder": identity},
         lambda shas: encoder.encode([images[first[sha]].load() for sha in shas], batch_size=batch_size),
         encoder.dim, cache, f"image encoder {encoder.name}", "images", batch_size, progress)

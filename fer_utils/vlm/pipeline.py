@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fer_utils.cache import Cache
+from fer_utils.cache import Cache, still_to_compute
 from fer_utils.data.fingerprint import image_hashes
 from fer_utils.vlm.base import Captioner, FaceImage, GenerationSettings, TextEncoder, face_images
 from fer_utils.vlm.postprocess import caption_table
@@ -116,11 +116,6 @@ def caption_keys(cache: Cache, images: Sequence[FaceImage], captioner: Captioner
     return [cache.key(image=image.sha256, **shared) for image in images]
 
 
-def cached_captions(cache: Cache, keys: Sequence[str]) -> list[str | None]:
-    """The cached raw caption of each key, None where the entry is absent or unreadable."""
-    return [caption for caption, _ in cached_caption_entries(cache, keys)]
-
-
 def cached_caption_entries(cache: Cache, keys: Sequence[str]) -> list[tuple[str | None, float | None]]:
     """``(raw caption, seconds it cost when made)`` of each key: ``(None, None)`` where the entry
     is absent or unreadable, seconds None where the entry has no usable time (older entries)."""
@@ -171,10 +166,8 @@ def caption_index(index: pd.DataFrame, captioner: Captioner, prompt: str, settin
     keys = caption_keys(cache, images, captioner, prompt, settings) if cache.enabled else []
     entries = cached_caption_entries(cache, keys) if cache.enabled else [(None, None)] * len(images)
     found = [caption for caption, _ in entries]
-    todo: dict[str, int] = {}   # key (or id, uncached) -> first row needing it
-    for i, (image, caption) in enumerate(zip(images, found)):
-        if caption is None:
-            todo.setdefault(keys[i] if cache.enabled else f"row{i}", i)
+    # key (or, uncached, the row) -> first row needing it
+    todo = still_to_compute(keys if cache.enabled else [f"row{i}" for i in range(len(images))], found)
     computed: dict[str, str] = {}
     seconds = 0.0
     if todo:
@@ -255,5 +248,5 @@ def _progress(total: int, what: str, enabled: bool):
 
 
 __all__ = ["CAPTION_FORMAT", "CAPTION_NAMESPACE", "EMBEDDING_FORMAT", "EMBEDDING_NAMESPACE", "CaptionResult",
-           "FaceImage", "Throughput", "cached_caption_entries", "cached_captions", "cached_vectors", "caption_index", "caption_keys", "hit_costs",
+           "FaceImage", "Throughput", "cached_caption_entries", "cached_vectors", "caption_index", "caption_keys", "hit_costs",
            "embed_texts", "embedding_key_parts", "shard", "valid_vector"]

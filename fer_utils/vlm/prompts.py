@@ -9,6 +9,9 @@ mouth: text that carries more than a single word), and a one-word answer. All us
 A config's ``prompt`` is either one of these names or the literal text of a prompt (anything
 with a space in it): :func:`resolve_prompt` returns both the name (``"custom"`` for literal text)
 and the text, and the text is what captioners receive and caches key entries by.
+
+:data:`CONSTANT_CAPTION` is not a prompt but a caption: the one neutral sentence the fusion study's
+constant-caption control gives every image, and the dashboard's explanation compares a caption with.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ PROMPTS: dict[str, str] = {
     "one_word": "Question: In one word, what emotion is the person showing in the image? Answer:",
 }
 """Prompt name -> prompt text. ``original`` is the original study's prompt, word for word."""
+
+CONSTANT_CAPTION = "A photo of a person's face."
+"""The one caption of the constant-caption control: any gain that survives it is not the captions'."""
 
 
 def resolve_prompt(name_or_text: str) -> tuple[str, str]:
@@ -56,4 +62,4 @@ def resolve_prompt(name_or_text: str) -> tuple[str, str]:
                       "or a prompt text (any text with a space in it)")
 
 
-__all__ = ["CUSTOM", "PROMPTS", "resolve_prompt"]
+__all__ = ["CONSTANT_CAPTION", "CUSTOM", "PROMPTS", "resolve_prompt"]

@@ -8,8 +8,6 @@ Serve it with ``fer serve`` (waitress); see the README for gunicorn.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask, g, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import event
@@ -192,11 +190,4 @@ def human_size(size: int) -> str:
     return f"{max(1, round(size / 2**10))} KB"
 
 
-def uploads_folder() -> Path:
-    """The current app's uploads folder."""
-    from flask import current_app
-
-    return Path(current_app.config["UPLOAD_FOLDER"])
-
-
-__all__ = ["create_app", "uploads_folder"]
+__all__ = ["create_app"]

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 
-from fer_utils.web import uploads_folder
+from fer_utils.web.settings import uploads_folder
 from fer_utils.web.extensions import db, limiter, user_or_address
 from fer_utils.web.forms import ConfirmForm, DeleteAccountForm, LoginForm, RegisterForm
 from fer_utils.web.images import remove

@@ -9,7 +9,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from fer_utils.web import uploads_folder
+from fer_utils.web.settings import uploads_folder
 from fer_utils.web.extensions import db
 from fer_utils.web.forms import ConfirmForm
 from fer_utils.web.images import KINDS, file_path, remove

@@ -5,7 +5,7 @@ import unicodedata
 from datetime import timedelta
 
 from fer_utils.errors import ConfigError
-from fer_utils.web import uploads_folder
+from fer_utils.web.settings import uploads_folder
 from fer_utils.web.extensions import db
 from fer_utils.web.forms import PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN
 from fer_utils.web.images import remove

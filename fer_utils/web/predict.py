@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, url_
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from fer_utils.web import uploads_folder
+from fer_utils.web.settings import uploads_folder
 from fer_utils.web.comments import comment
 from fer_utils.web.extensions import db, limiter, user_or_address
 from fer_utils.web.forms import ConfirmForm, UploadForm

@@ -1,7 +1,7 @@
 """The model the site serves: one :class:`~fer_utils.inference.predict.Predictor`, loaded on first use.
 
 The bundle is named (``FER_BUNDLE``) or chosen like every front end chooses: the best validation
-macro F1 among the bundles trained on the configured data set (:func:`~fer_utils.inference.predict.choose_bundle`),
+macro F1 among the bundles trained on the configured data set (:func:`~fer_utils.inference.bundle.choose_bundle`),
 never the newest file. Each photo goes through the shared face-crop step
 (:func:`fer_utils.inference.faces.crop_face`), then ``Predictor.predict_labeled`` — the same path as
 ``fer predict --crop-face`` and the dashboard.
@@ -47,18 +47,10 @@ class ModelService:
     def _locate(self) -> Path:
         if self.bundle:
             return Path(self.bundle)
-        from fer_utils.data import describe_dataset, load_dataset
-        from fer_utils.paths import project_paths
-        from fer_utils.inference.predict import choose_bundle
+        from fer_utils.inference.bundle import default_bundle
 
-        folders = project_paths()
-        data = Path(self.data) if self.data else folders.synthetic
-        if not data.exists():
-            raise NoModelError(f"no model to serve: the data set {data} does not exist. Make the study's "
-                               "models with `make study` (or `fer study run`), or start the site with --bundle")
-        record = describe_dataset(data, load_dataset(data))
         try:
-            return Path(choose_bundle(folders.bundles, record["fingerprint"], kind=self.kind)["path"])
+            return default_bundle(self.data or None, kind=self.kind)
         except FERError as exc:
             raise NoModelError(f"no model to serve: {exc}") from None
 

@@ -124,3 +124,10 @@ def instance_folder(config: dict) -> Path:
     from fer_utils.paths import project_paths
 
     return project_paths().instance
+
+
+def uploads_folder() -> Path:
+    """The current app's uploads folder."""
+    from flask import current_app
+
+    return Path(current_app.config["UPLOAD_FOLDER"])
