@@ -4,6 +4,10 @@ a top level that reads as a table of contents."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
@@ -121,3 +125,17 @@ def test_the_top_level_reads_as_a_table_of_contents():
         init = folder / "__init__.py"
         assert init.is_file() and ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), \
             f"{folder.name}/ needs an __init__.py whose docstring says what is inside"
+
+
+def test_fer_help_and_study_check_import_no_torch(tmp_path):
+    """`fer --help` and `fer study check` (here on a project with nothing run yet: it names what is
+    missing) answer without loading torch, which takes seconds to import."""
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "study.yaml", tmp_path / "notebooks" / "study.yaml")
+    code = ("import sys; from click.testing import CliRunner; from fer_utils.cli import main; "
+            "assert CliRunner().invoke(main, ['--help']).exit_code == 0; "
+            "res = CliRunner().invoke(main, ['study', 'check', '--profile', 'default']); "
+            "assert res.exit_code == 1 and 'no executed notebook' in res.output, res.output; "
+            "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path,
+                   env={**os.environ, "FER_HOME": str(tmp_path)})
