@@ -83,15 +83,16 @@ def test_the_layers_import_one_way():
     assert lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True) == 0
 
 
-def _private_uses(path: Path) -> list[str]:
-    """``from fer_utils.x import _name`` and ``alias._name`` on a fer_utils module in ``path``."""
+def _private_uses(path: Path, root: Path = REPO) -> list[str]:
+    """``from fer_utils.x import _name`` and ``alias._name`` on a fer_utils module in ``path``
+    (named relative to ``root``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found, modules = [], set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fer_utils"):
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: imports {node.module}.{alias.name}")
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: imports {node.module}.{alias.name}")
                 if (PACKAGE.parent / (node.module.replace(".", "/") + f"/{alias.name}.py")).exists():
                     modules.add(alias.asname or alias.name)   # a module imported by name
         elif isinstance(node, ast.Import):
@@ -101,19 +102,14 @@ def _private_uses(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
                 and node.attr.startswith("_") and not node.attr.startswith("__")):
-            found.append(f"{path.relative_to(REPO)}:{node.lineno}: uses {node.value.id}.{node.attr}")
+            found.append(f"{path.relative_to(root)}:{node.lineno}: uses {node.value.id}.{node.attr}")
     return found
 
 
 def test_no_private_name_crosses_a_module_boundary(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from fer_utils.training import train\nfrom fer_utils.cache import _KEY\ntrain._secret()\n")
-    global REPO
-    saved, REPO = REPO, tmp_path   # the scanner itself, on a sample that breaks the rule twice
-    try:
-        assert len(_private_uses(sample)) == 2
-    finally:
-        REPO = saved
+    assert len(_private_uses(sample, tmp_path)) == 2   # the scanner itself, on a sample that breaks the rule twice
     files = [*PACKAGE.rglob("*.py"), *(REPO / "benchmarks").glob("*.py")]
     assert [use for path in files for use in _private_uses(path)] == []
 

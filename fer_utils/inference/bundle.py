@@ -50,6 +50,7 @@ from fer_utils.labels import EMOTIONS, EMOTIONS_KO, NUM_CLASSES
 from fer_utils.models.heads.registry import list_heads
 from fer_utils.models.registry import list_models, model_info
 from fer_utils.options import CAPTIONERS, FUSION_NORMS, TEXT_ENCODERS, Preprocessing
+from fer_utils.paths import project_paths
 from fer_utils.vlm.base import GenerationSettings
 
 if TYPE_CHECKING:
@@ -419,12 +420,13 @@ def default_bundle(data_path: str | os.PathLike | None = None, *, kind: str | No
     project's bundles folder, ``data/runs``) among the bundles trained on ``data_path`` (default:
     the project's synthetic data set), of ``kind`` (None: CNN or fused). Raises
     :class:`WeightsNotFoundError` saying how to make one when the data set or a bundle is missing."""
-    from fer_utils.paths import project_paths
-
-    folders = project_paths()
-    data_path = Path(data_path) if data_path is not None else folders.synthetic
+    if data_path is None or root is None:   # only then is the project folder needed
+        folders = project_paths()
+        data_path = folders.synthetic if data_path is None else data_path
+        root = folders.bundles if root is None else root
+    data_path = Path(data_path)
     if not data_path.exists():
         raise WeightsNotFoundError(f"no bundle named, and the data set {data_path} does not exist (so no bundle is "
                                    "trained on it): run `make study` (or `fer study run`), name a bundle, or name "
                                    "the data set a bundle was trained on")
-    return Path(choose_bundle(folders.bundles if root is None else root, data_fingerprint(data_path), kind)["path"])
+    return Path(choose_bundle(root, data_fingerprint(data_path), kind)["path"])
