@@ -432,10 +432,14 @@ QUIET_HUB = "HF_HUB_DISABLE_PROGRESS_BARS"
 def kernel_config(sockets: str | Path):
     """The kernel manager's configuration for a notebook run: the kernel talks to papermill over
     Unix sockets in the private folder ``sockets`` (IPC transport) rather than over plain-text TCP
-    on the loopback, which ipykernel warns about on every start."""
+    on the loopback, which ipykernel warns about on every start. The kernel's own log shows only
+    critical messages: jupyter_client interrupts a kernel (SIGINT) before every shutdown, and an
+    idle kernel then logs "KeyboardInterrupt caught in kernel." on the run's stderr, now and then;
+    what a cell does wrong reaches papermill as the cell's error, not through that log."""
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")},
+                   "NotebookClient": {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}})
 
 
 def execute(run: PlannedRun, kernel: str = "python3", cwd: str | Path | None = None,
