@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fer_utils.study.speed import openmp_waits
+
 _CACHE = Path(tempfile.mkdtemp(prefix="fer-test-cache-"))
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)  # one per pytest process: leave no trace in /tmp
 for var, sub in {
@@ -22,6 +24,7 @@ for var, sub in {
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+openmp_waits()   # as every fer command does, before torch loads: brief OpenMP busy-waits
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs one worker per core: each worker's torch (and the notebook kernels and
     # servers it starts) on one thread, or two workers' thread pools fight over the same cores

@@ -656,20 +656,27 @@ def test_a_failing_notebook_keeps_the_last_good_page(tmp_path, monkeypatch):
     assert not failed.exists() and "all good" in output.read_text()
 
 
-def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(tmp_path, capfd):
+def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(tmp_path, capfd, monkeypatch):
     """In the budget's profile each executed run is preceded by the reference workload
     (fer_utils.study.speed); its factor goes into the run's stamp and outcome, and a run skipped as
     unchanged reports the factor of the execution that made it. The kernel talks over Unix sockets:
-    no ipykernel warning about plain-text TCP on stderr."""
+    no ipykernel warning about plain-text TCP on stderr. The kernel waits at OpenMP barriers as
+    briefly as the measurement did (speed.OPENMP_WAITS), set by the runner where the environment
+    has no value (the tests' set-up gives one: removed here)."""
     from fer_utils.study import speed
 
-    source = _tiny_notebook(tmp_path / "tiny.ipynb", "n = 1", "print(n + 1)")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    source = _tiny_notebook(tmp_path / "tiny.ipynb", "n = 1",
+                            "import os\nprint(n + 1, os.environ.get('GOMP_SPINCOUNT'))")
     run = runner.PlannedRun("tiny", "default", {"n": 1}, source, tmp_path / "out" / "tiny" / "default.ipynb")
     lines = []
     (done,) = runner.execute_study([run], echo=lines.append, measure_speed=True)
     assert done.executed and done.factor > 0
+    printed = nbformat.read(run.output, as_version=4).cells[-1].outputs[0]["text"]
+    assert printed.strip() == f"2 {speed.OPENMP_WAITS['GOMP_SPINCOUNT']}", printed
     stamp = freshness.read_stamp(run.output)
     assert stamp["speed"]["workload"] == speed.WORKLOAD and stamp["speed"]["factor"] == done.factor
+    assert stamp["speed"]["gomp_spincount"] == speed.OPENMP_WAITS["GOMP_SPINCOUNT"]
     assert len(stamp["speed"]["samples"]) == speed.SAMPLES and stamp["speed"]["threads"] >= 1
     assert f"(speed factor {done.factor:.2f})" in lines[0]
     (again,) = runner.execute_study([run], echo=lines.append, measure_speed=True)

@@ -154,3 +154,28 @@ def test_check_study_reports_what_is_missing_or_broken(tmp_path):
     # another profile: presence only, neither shares nor collapse
     problems = check.check_study(planned[:1], manifest, "quick", runs_root, html, book_out)
     assert problems == [f"{html / 'index.html'}: the book was not built (`fer book build`)"]
+
+
+def test_openmp_waits_are_set_where_the_environment_has_none():
+    """fer and the study runner give OpenMP a short busy-wait (fer_utils.study.speed.OPENMP_WAITS)
+    unless the user chose one: a value already in the environment is kept."""
+    from fer_utils.study import speed
+
+    environ = {}
+    assert speed.openmp_waits(environ) == speed.OPENMP_WAITS == environ
+    mine = {"GOMP_SPINCOUNT": "300000"}
+    assert speed.openmp_waits(mine) == {} and mine == {"GOMP_SPINCOUNT": "300000"}
+
+
+def test_every_fer_command_sets_the_openmp_waits(monkeypatch):
+    """The fer group sets the wait before its command runs (and loads torch)."""
+    import os
+
+    from click.testing import CliRunner
+
+    from fer_utils.cli import main
+    from fer_utils.study import speed
+
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert CliRunner().invoke(main, ["study", "check", "--help"]).exit_code == 0
+    assert os.environ["GOMP_SPINCOUNT"] == speed.OPENMP_WAITS["GOMP_SPINCOUNT"]

@@ -19,12 +19,14 @@ from fer_utils.cli.runs import runs
 from fer_utils.cli.study import study
 from fer_utils.cli.vlm import caption_cmd, embed_cmd
 from fer_utils.cli.web import serve, web
+from fer_utils.study.speed import openmp_waits
 
 
 @click.group(cls=FERGroup)
 @click.version_option(package_name="fer_utils")
 def main():
     """Reproducible facial expression recognition study (CNN vs CNN + caption features)."""
+    openmp_waits()   # before any command loads torch; notebook kernels and servers inherit it
 
 
 for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd, features_cmd, web, serve,

@@ -633,8 +633,11 @@ def execute_study(runs: list[PlannedRun], echo=print, force: bool = False,
     executes (:func:`fer_utils.study.speed.measure`: four VGG16 training steps, 1.5-5 s) and stored in its stamp; a skipped run
     keeps the factor of the execution that made it.
     """
+    from fer_utils.study.speed import openmp_waits
+
     data_fingerprints: dict[Path, str] = {}
     check_data(runs, data_fingerprints)
+    openmp_waits()   # the kernels inherit it (``fer`` has set it already, before torch loaded)
     done = []
     for i, run in enumerate(runs, 1):
         start = time.perf_counter()

@@ -18,6 +18,17 @@ as long there (27 s against 8.3-10 s); what makes a host slow for the study is i
 arithmetic, which a VGG16 step has. It costs four steps (about 1.5 s on the reference machine,
 4.5 s on that AMD host) per measurement, and 0.5 GB for the model, built once per process.
 
+How long an idle OpenMP thread spins (:data:`OPENMP_WAITS`): torch's thread pool is GNU OpenMP,
+whose threads busy-wait about 300,000 rounds at every barrier before they sleep. On a host where
+another process holds one of the two cores, the spinning thread takes CPU time from its partner,
+which then waits for the core at each of a training step's many barriers: the reference step took
+1.46 s (quiet: 0.34 s) in a plain process and 2.2 s in a Jupyter kernel, whose extra threads
+(IOPub, heartbeat, control) make it worse, and a notebook's VGG16 run slowed 9-fold. Spinning
+10,000 rounds keeps the quiet speed (0.347 s) and makes both 0.70 s under the same load, as fast
+as one thread, with the same results (the wait is not in the arithmetic). :func:`openmp_waits`
+sets it before torch loads: ``fer`` (every command) and ``fer study run``'s kernels, which inherit
+the environment, so the factor measured here is the one the notebooks run at.
+
 The workload is fixed: changing it changes what a factor means, so a new workload gets a new
 :data:`WORKLOAD` name and a new :data:`REFERENCE_SECONDS` measured on the reference machine
 (``python -m fer_utils.study.speed`` prints the figure).
@@ -27,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import statistics
 import time
 
@@ -37,6 +49,9 @@ REFERENCE_SECONDS = 0.38
 REFERENCE_MACHINE = ("the 2-core Intel host (AMX) the study's shares were set on, 2026-11-28: "
                      "benchmarks/bench_vgg_fold.py --image-size 32 --batch-size 32, 0.38 s a folded step "
                      "(0.31 s on the same kind of host the day before)")
+OPENMP_WAITS = {"GOMP_SPINCOUNT": "10000"}
+"""OpenMP's busy-wait before an idle thread sleeps (GNU OpenMP, torch's on Linux), set by
+:func:`openmp_waits` unless the environment already has it; read once, when torch loads."""
 SAMPLES = 3            # timed steps; the median counts
 BATCH, SIZE = 32, 32   # images per step, pixels per side: the default profile's VGG16 setting
 
@@ -50,9 +65,23 @@ class Speed:
     threads: int
     factor: float             # seconds / REFERENCE_SECONDS: > 1 is slower than the reference machine
 
+    spincount: str | None = None   # GOMP_SPINCOUNT in this process's environment when measured
+
     def as_record(self) -> dict:
         return {"workload": WORKLOAD, "seconds": round(self.seconds, 4), "factor": round(self.factor, 3),
-                "samples": [round(s, 4) for s in self.samples], "threads": self.threads}
+                "samples": [round(s, 4) for s in self.samples], "threads": self.threads,
+                "gomp_spincount": self.spincount}
+
+
+def openmp_waits(environ=None) -> dict:
+    """Give ``environ`` (default ``os.environ``) :data:`OPENMP_WAITS` where it has no value of its
+    own, so that this process (when torch is not yet loaded) and every process it starts after
+    (notebook kernels) wait at OpenMP barriers briefly; returns what was set. A value already there
+    (the user's) is kept."""
+    environ = os.environ if environ is None else environ
+    added = {name: value for name, value in OPENMP_WAITS.items() if name not in environ}
+    environ.update(added)
+    return added
 
 
 @functools.cache
@@ -102,7 +131,8 @@ def measure(samples: int = SAMPLES) -> Speed:
     optimizer.zero_grad(set_to_none=True)
     del optimizer                            # its state (0.3 GB) goes; the model stays for the next call
     median = statistics.median(timings)
-    return Speed(median, tuple(timings), torch.get_num_threads(), median / REFERENCE_SECONDS)
+    return Speed(median, tuple(timings), torch.get_num_threads(), median / REFERENCE_SECONDS,
+                 os.environ.get("GOMP_SPINCOUNT"))
 
 
 def check_factor(value, where: str) -> float:
