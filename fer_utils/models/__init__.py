@@ -6,11 +6,14 @@ Preprocessing and its presets live in the torch-free :mod:`fer_utils.options`. T
 from fer_utils.models.registry import (
     Classifier,
     ModelInfo,
+    PretrainedWeights,
     create_model,
+    imagenet_model,
     list_models,
     model_info,
     register_model,
     weights_path,
 )
 
-__all__ = ["Classifier", "ModelInfo", "create_model", "list_models", "model_info", "register_model", "weights_path"]
+__all__ = ["Classifier", "ModelInfo", "PretrainedWeights", "create_model", "imagenet_model", "list_models", "model_info",
+           "register_model", "weights_path"]
