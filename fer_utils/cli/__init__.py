@@ -1,5 +1,5 @@
 """The ``fer`` command: one small module per command group (data, study, book, predict, runs,
-caption/embed, features, web/serve, dashboard, bench).
+caption/embed, features, web/serve, dashboard, bench, weights).
 
 A group module defines its click group or command; this module assembles them under ``main``.
 Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
@@ -19,6 +19,7 @@ from fer_utils.cli.runs import runs
 from fer_utils.cli.study import study
 from fer_utils.cli.vlm import caption_cmd, embed_cmd
 from fer_utils.cli.web import serve, web
+from fer_utils.cli.weights import weights
 from fer_utils.study.speed import openmp_waits
 
 
@@ -30,7 +31,7 @@ def main():
 
 
 for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd, features_cmd, web, serve,
-                dashboard_cmd, bench_cmd):
+                dashboard_cmd, bench_cmd, weights):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -672,12 +672,16 @@ def run_study(profile: str = "default", data_path: str | Path | None = None,
     (:func:`fer_utils.paths.project_paths`). Notebooks execute in the project folder; unchanged
     runs are skipped unless ``force`` (:func:`execute_study`).
 
-    Every run is planned and the data set checked before the first one executes
-    (:func:`plan_study`, :func:`check_data`): an error there writes nothing. In the profile of the
+    Every run is planned, every pretrained model it needs looked up
+    (:func:`fer_utils.study.weights.check_present`) and the data set checked before the first one
+    executes (:func:`plan_study`, :func:`check_data`): an error there writes nothing. In the profile of the
     manifest's time budget (``checks.profile``), the host's speed is measured before each executed
     run (:func:`execute_study`).
     """
+    from fer_utils.study.weights import check_present
+
     runs = plan_study(profile, data_path, runs_root, out_dir, cache_dir, only, manifest_path)
+    check_present(runs, profile)   # every pretrained model the plan needs is here, or nothing runs
     return execute_study(runs, echo, force, measure_speed=budget_profile(manifest_path) == profile)
 
 

@@ -205,6 +205,16 @@ class TextEncoder(Encoder):
     """Embeds sentences; see the module docstring."""
 
 
+def hf_download_command(repo_id: str, revision: str | None = None) -> str:
+    """The one shell command of the installed huggingface_hub (``hf`` from 1.0, before it
+    ``huggingface-cli``) that puts ``repo_id`` (at ``revision``) into the Hugging Face cache in effect."""
+    import huggingface_hub
+
+    major = int(huggingface_hub.__version__.split(".")[0])
+    return (f"{'hf' if major >= 1 else 'huggingface-cli'} download {repo_id}"
+            + (f" --revision {revision}" if revision else ""))
+
+
 def factory_arguments(factory: Callable) -> list[str]:
     """The keyword arguments a model factory (a function or a class) takes."""
     return [p for p in inspect.signature(factory).parameters if p not in ("self", "cls")]
@@ -224,4 +234,4 @@ def build(factories: Mapping[str, Callable], what: str, name: str, kwargs: Mappi
 
 
 __all__ = ["DTYPES", "ORIGINAL_GENERATION", "Captioner", "FaceImage", "GenerationSettings", "TextEncoder",
-           "face_images"]
+           "face_images", "hf_download_command"]

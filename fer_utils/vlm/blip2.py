@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_utils.cache import file_sha256
 from fer_utils.errors import ConfigError, WeightsNotFoundError
-from fer_utils.vlm.base import Captioner, FaceImage, GenerationSettings, quiet_loading
+from fer_utils.vlm.base import Captioner, FaceImage, GenerationSettings, hf_download_command, quiet_loading
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -151,15 +151,6 @@ def check_attn_implementation(attn_implementation: str, text_model_type: str) ->
                               f"in this transformers version ({flag} is False); use 'sdpa' or 'eager'")
 
 
-def _download_command(model_id: str, revision: str | None) -> str:
-    """The one shell command that puts ``model_id`` into the Hugging Face cache in effect."""
-    import huggingface_hub
-
-    major = int(huggingface_hub.__version__.split(".")[0])
-    cli = "hf download" if major >= 1 else "huggingface-cli download"
-    return f"{cli} {model_id}" + (f" --revision {revision}" if revision else "")
-
-
 def _weights_not_found(model_id: str, revision: str | None, why: str) -> WeightsNotFoundError:
     from huggingface_hub import constants
 
@@ -168,7 +159,7 @@ def _weights_not_found(model_id: str, revision: str | None, why: str) -> Weights
         f"BLIP-2 model {model_id!r}{at}: {why}. Weights are read from the local Hugging Face cache only "
         f"(HF_HOME={constants.HF_HOME}, hub cache {constants.HF_HUB_CACHE}) and are never downloaded at run time; "
         f"random weights are never used silently in their place. Download them once with:  "
-        f"{_download_command(model_id, revision)}  (with the same HF_HOME), or pass a local folder made by "
+        f"{hf_download_command(model_id, revision)}  (with the same HF_HOME), or pass a local folder made by "
         f"save_pretrained.")
 
 

@@ -50,7 +50,7 @@ import torch
 from fer_utils.cache import file_sha256
 from fer_utils.errors import ConfigError, WeightsNotFoundError
 from fer_utils.models.runtime import resolve_device, weights_sha256
-from fer_utils.vlm.base import TextEncoder, build, quiet_loading
+from fer_utils.vlm.base import TextEncoder, build, hf_download_command, quiet_loading
 
 ORIGINAL_CLIP = "openai/clip-vit-large-patch14"
 """The Hugging Face model whose text tower embedded the original study's captions."""
@@ -116,15 +116,6 @@ def sha256_of_file(path: str | Path) -> str:
     """:func:`fer_utils.cache.file_sha256`, computed once per process per (path, size, mtime)."""
     stat = Path(path).stat()
     return _file_sha256_once(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def _hf_download_command(repo_id: str) -> str:
-    """The download command of the installed huggingface_hub (``hf`` from 1.0, before it
-    ``huggingface-cli``) for ``repo_id``."""
-    import huggingface_hub
-
-    major = int(huggingface_hub.__version__.split(".")[0])
-    return f"{'hf' if major >= 1 else 'huggingface-cli'} download {repo_id}"
 
 
 def _hf_cache_dirs() -> tuple[str, str]:
@@ -271,7 +262,7 @@ class HFCLIPTextEncoder(TextEncoder):
     @staticmethod
     def _not_found(model_id: str, revision: str | None, detail: str) -> WeightsNotFoundError:
         hf_home, hub_cache = _hf_cache_dirs()
-        command = _hf_download_command(model_id) + (f" --revision {revision}" if revision else "")
+        command = hf_download_command(model_id, revision)
         return WeightsNotFoundError(
             f"{model_id}{'@' + revision if revision else ''}: CLIP weights/tokenizer not found locally "
             f"(HF_HOME={hf_home}, hub cache {hub_cache}; {detail}). This project never downloads weights "
@@ -324,7 +315,7 @@ def tiny_hf_clip_encoder(seed: int = 0, device: str | torch.device = "auto") -> 
 # open_clip
 
 
-def _open_clip_cached_checkpoint(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+def open_clip_cached_checkpoint(tag_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
     """The local file open_clip would load for a pretrained tag, or None if it is not cached.
 
     Looks where open_clip downloads to: the Hub repo in ``tag_cfg["hf_hub"]`` (safetensors first)
@@ -380,7 +371,7 @@ def load_open_clip(model_name: str, pretrained: str | None, *, cache_dir: str | 
         if not tag_cfg:
             raise ConfigError(f"open_clip model {model_name}: unknown pretrained tag or file {pretrained!r}; "
                               f"tags: {', '.join(list_pretrained_tags_by_model(model_name)) or 'none'}")
-        checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
+        checkpoint = open_clip_cached_checkpoint(tag_cfg, cache_dir)
         if checkpoint is None and not download:
             raise not_found(tag_cfg, cache_dir, "not in the local cache and download=False")
         source = checkpoint or pretrained  # a tag: open_clip downloads it
@@ -397,23 +388,30 @@ def load_open_clip(model_name: str, pretrained: str | None, *, cache_dir: str | 
             raise not_found(tag_cfg, cache_dir, f"download failed: {exc}") from exc
         raise
     if tag_cfg and checkpoint is None:
-        checkpoint = _open_clip_cached_checkpoint(tag_cfg, cache_dir)
+        checkpoint = open_clip_cached_checkpoint(tag_cfg, cache_dir)
     return model, preprocess, checkpoint
+
+
+def open_clip_location(tag_cfg: dict[str, Any], cache_dir: str | None) -> tuple[str, str]:
+    """``(where, how)``: where open_clip looks for a pretrained tag's weights (``tag_cfg``:
+    ``open_clip.pretrained.get_pretrained_cfg``) and the command that puts them there."""
+    hf_home, hub_cache = _hf_cache_dirs()
+    repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]
+    if repo:
+        where = f"Hub repo {repo} in {cache_dir or hub_cache} (HF_HOME={hf_home})"
+        how = (hf_download_command(repo) + ' --include "open_clip_*"'
+               + (f" --cache-dir {cache_dir}" if cache_dir else ""))
+    else:
+        where = f"{Path(tag_cfg.get('url', '')).name} in {cache_dir or Path.home() / '.cache' / 'clip'}"
+        how = f"download {tag_cfg.get('url')} into that folder"
+    return where, how
 
 
 def open_clip_not_found(who: str, model_name: str, pretrained: str | None, tag_cfg: dict[str, Any],
                         cache_dir: str | None, detail: str) -> WeightsNotFoundError:
     """The error of open_clip weights that are not on this machine: where they were looked for and
     the command that gets them; ``who`` is the encoder class that can download them."""
-    hf_home, hub_cache = _hf_cache_dirs()
-    repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]
-    if repo:
-        where = f"Hub repo {repo} in {cache_dir or hub_cache} (HF_HOME={hf_home})"
-        how = (_hf_download_command(repo) + ' --include "open_clip_*"'
-               + (f" --cache-dir {cache_dir}" if cache_dir else ""))
-    else:
-        where = f"{Path(tag_cfg.get('url', '')).name} in {cache_dir or Path.home() / '.cache' / 'clip'}"
-        how = f"download {tag_cfg.get('url')} into that folder"
+    where, how = open_clip_location(tag_cfg, cache_dir)
     return WeightsNotFoundError(
         f"open_clip {model_name} pretrained={pretrained!r}: weights not found ({detail}); looked "
         f"for the {where}. Random weights are never used in their place. Get them once with:  {how}  "
@@ -594,5 +592,6 @@ def make_encoder(name: str, **kwargs: Any) -> TextEncoder:
 
 __all__ = ["ENCODERS", "MINILM_MODEL", "ORIGINAL_CLIP", "TINY_CLIP_TEXT_CONFIG", "TINY_OPEN_CLIP_CONFIG",
            "TINY_OPEN_CLIP_NAME", "HFCLIPTextEncoder", "MiniLMEncoder", "OpenCLIPTextEncoder", "clip_tokenizer",
-           "load_open_clip", "make_encoder", "open_clip_not_found", "register_tiny_open_clip", "sha256_of_file",
+           "load_open_clip", "make_encoder", "open_clip_cached_checkpoint", "open_clip_location",
+           "open_clip_not_found", "register_tiny_open_clip", "sha256_of_file",
            "tiny_hf_clip_encoder", "tiny_open_clip", "tiny_open_clip_encoder"]
