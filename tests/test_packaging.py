@@ -29,6 +29,7 @@ DEV_ONLY_DIRS = {"tests", "benchmarks"}
 NOT_IMPORTED = {
     "ipykernel": "the python3 kernel papermill runs the notebooks in",
     "jupyter-book": "run as a command by `fer book build`",
+    "jupyterlab": "run as a command by `fer lab` (python -m jupyterlab)",
     "sentencepiece": "vlm extra: the tokenizer backend of the T5 tokenizer BLIP-2 flan-t5 loads",
     "voila": "web extra: serves the dashboard issue's notebook",
     "ipywidgets": "web extra: the dashboard issue's widgets",

@@ -685,3 +685,29 @@ def test_the_speed_factor_is_measured_before_a_run_and_kept_when_it_is_skipped(t
     assert unmeasured.executed and unmeasured.factor is None and "speed" not in freshness.read_stamp(run.output)
     err = capfd.readouterr().err
     assert "Kernel is running over TCP" not in err and "IPKernelApp" not in err, err
+
+
+def test_an_executed_page_run_again_as_it_is_gives_the_same_results(quick_study, tmp_path):
+    """What `fer lab` offers: an executed page carries its run's parameters, and executed again as
+    it is, by nbclient, in a project folder (as JupyterLab's kernels start under fer lab), it writes
+    the same metrics and predictions as the run that made it. Run in a copy of the project, so the
+    study's own records stay as they are."""
+
+    import nbclient
+
+    paths, done = quick_study
+    (run,) = [o.run for o in done if o.run.notebook == "02_cnn_baselines" and o.run.name == "resnet18"]
+    page = nbformat.read(run.output, as_version=4)
+    assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in page.cells)
+    copy = tmp_path / "project"
+    relative = run.output.relative_to(paths.root)
+    (copy / relative).parent.mkdir(parents=True)
+    nbformat.write(page, copy / relative)
+    nbclient.NotebookClient(page, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy)}}).execute()
+    run_dir = Path(run.params["run_dir"])
+    again = copy / run_dir.relative_to(paths.root)
+    def results(folder):   # every metric but the wall-clock time it took
+        return {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if not k.endswith("seconds")}
+
+    assert results(again) == results(run_dir) and "macro_f1" in results(again)
+    assert (again / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()

@@ -1,5 +1,5 @@
 """The ``fer`` command: one small module per command group (data, study, book, predict, runs,
-caption/embed, features, web/serve, dashboard, bench, weights).
+caption/embed, features, web/serve, dashboard, bench, weights, lab).
 
 A group module defines its click group or command; this module assembles them under ``main``.
 Errors of the package (:class:`~fer_utils.errors.FERError`) print as one line and exit 2.
@@ -14,6 +14,7 @@ from fer_utils.cli.book import book
 from fer_utils.cli.dashboard import dashboard_cmd
 from fer_utils.cli.data import data
 from fer_utils.cli.features import features_cmd
+from fer_utils.cli.lab import lab_cmd
 from fer_utils.cli.predict import predict_cmd
 from fer_utils.cli.runs import runs
 from fer_utils.cli.study import study
@@ -31,7 +32,7 @@ def main():
 
 
 for command in (data, study, book, predict_cmd, runs, caption_cmd, embed_cmd, features_cmd, web, serve,
-                dashboard_cmd, bench_cmd, weights):
+                dashboard_cmd, bench_cmd, weights, lab_cmd):
     main.add_command(command)
 
 __all__ = ["main"]
