@@ -32,9 +32,9 @@ def study_run(profile, data_path, only, runs_root, out_dir, manifest, force):
     """Execute the study manifest with papermill.
 
     Nothing is written until the plan (manifest, profile, --only, parameters), every pretrained
-    model it needs (`fer weights list`) and the data set's layout are checked; without --data, the project's data set is generated first if missing,
-    except for a profile listed under requires_data in the manifest (full, the real study), which
-    is then an error. A run whose notebook, parameters, code, data set and the run records it reads
+    model it needs (`fer weights list`) and the data set's layout are checked; without --data, the
+    project's data set is generated first if missing, except for a profile listed under
+    requires_data in the manifest (full, the real study), which is then an error. A run whose notebook, parameters, code, data set and the run records it reads
     are unchanged since it last executed is skipped (--force executes it again).
     """
     from fer_utils.study import check as studycheck, runner as st
