@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from fer_utils.cli import main
+from fer_utils.errors import WeightsNotFoundError
 from fer_utils.study import runner
 from fer_utils.study.weights import check_present, needed
 
@@ -88,9 +89,8 @@ def test_a_runs_needs_follow_from_its_parameters(empty_torch_home):
     needs = needed(both)
     assert [n.name for n in needs] == ["Salesforce/blip2-flan-t5-xl", "openai/clip-vit-large-patch14"]
     assert needs[1].runs == ("04_vlm_prompts/r", "06_fusion/r")   # looked up once, both runs named
-    with pytest.raises(Exception, match="nothing was run") as excinfo:
+    with pytest.raises(WeightsNotFoundError, match="nothing was run"):
         check_present(both, "full")
-    assert type(excinfo.value).__name__ == "WeightsNotFoundError"
     assert check_present([_run("02_cnn_baselines", model="resnet18")]) == []
 
 

@@ -300,7 +300,8 @@ def imagenet_model(name: str, pretrained: bool = True, **kwargs) -> nn.Module:
     """The registered architecture as the ImageNet classifier its weights came with (1,000
     classes), e.g. to check that the weights are ImageNet's; its input is
     ``model_info(name).preprocessing``."""
-    return _REGISTRY[model_info(name).name][1](pretrained, **kwargs)
+    model_info(name)   # an unknown name: ConfigError naming the registered ones
+    return _REGISTRY[name][1](pretrained, **kwargs)
 
 
 def create_model(name: str, num_classes: int = NUM_CLASSES, pretrained: bool = False, **kwargs) -> Classifier:

@@ -19,8 +19,10 @@ records), :mod:`.report` and :mod:`.plots` (page text and figures).
 
 The runner: :mod:`.runner` (``notebooks/study.yaml`` -> papermill runs -> the Jupyter Book),
 :mod:`.freshness` (warm re-runs skip what did not change), :mod:`.speed` (the host's speed factor),
-:mod:`.check` (``fer study check``: the study's invariants and time budget), :mod:`.status` (the
-book's status section), :mod:`.archive` (results carried to another machine).
+:mod:`.check` (``fer study check``: the study's invariants and time budget), :mod:`.weights`
+(every pretrained model a plan needs, looked up before it starts: ``fer weights list``),
+:mod:`.status` (the book's status section), :mod:`.archive` (results carried to another machine),
+:mod:`.lab` (JupyterLab on the executed pages, kernels in the project folder: ``fer lab``).
 
 Importing this package imports nothing else; its modules import torch only where they train.
 """

